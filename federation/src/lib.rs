@@ -1,0 +1,30 @@
+//! Feathur's server-server (federation) protocol helpers.
+//!
+//! This crate is pure protocol: no storage, file I/O or networking. It holds
+//!
+//! * [`SigningKey`], the homeserver's Ed25519 signing key, with its
+//!   persisted forms (PKCS#8 DER via [`SigningKey::to_document`] and a
+//!   Synapse-compatible text key file via [`SigningKey::to_key_file`]);
+//! * canonical-JSON signing and verification ([`SigningKey::sign_json`],
+//!   [`verify_json`], [`verify_server_json`]) per the Server-Server API
+//!   "Signing JSON" appendix.
+//!
+//! All canonical JSON, Ed25519 and signature handling is delegated to
+//! [`ruma::signatures`] (ruma-signatures) and [`ruma::CanonicalJsonObject`];
+//! this crate only adds key management, stricter verification semantics and
+//! error types.
+
+mod error;
+mod json;
+mod key;
+
+pub use error::{KeyError, SignError, VerifyError};
+pub use json::{
+    to_canonical_json_string, to_canonical_json_string_for_signing, to_canonical_object,
+    verify_json, verify_server_json,
+};
+pub use key::{SigningKey, ED25519_ALGORITHM};
+
+/// Re-exported so callers can build key maps and objects without naming ruma paths.
+pub use ruma::signatures::{PublicKeyMap, PublicKeySet};
+pub use ruma::{CanonicalJsonObject, CanonicalJsonValue};

@@ -1,0 +1,49 @@
+//! `/_matrix/client/*` and `/.well-known/matrix/*`: thin handlers that extract,
+//! call the domain and map the result.
+
+mod account;
+mod devices;
+mod discovery;
+mod profile;
+mod session;
+
+use axum::{routing::get, Router};
+
+use crate::{api::ruma::RumaRouter, AppState};
+
+pub use discovery::SUPPORTED_VERSIONS;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .ruma(discovery::versions)
+        .ruma(discovery::capabilities)
+        .route(
+            "/.well-known/matrix/client",
+            get(discovery::well_known_client),
+        )
+        .route(
+            "/.well-known/matrix/server",
+            get(discovery::well_known_server),
+        )
+        .ruma(account::register)
+        .ruma(account::username_available)
+        .ruma(account::registration_token_validity)
+        .ruma(account::whoami)
+        .ruma(account::change_password)
+        .ruma(account::deactivate)
+        .ruma(session::login_types)
+        .ruma(session::login)
+        .ruma(session::logout)
+        .ruma(session::logout_all)
+        .ruma(devices::list)
+        .ruma(devices::get)
+        .ruma(devices::update)
+        .ruma(devices::delete)
+        .ruma(devices::delete_many)
+        .ruma(profile::get_profile)
+        .ruma(profile::get_field)
+        .ruma(profile::set_field)
+        .ruma(profile::delete_field)
+        .ruma(profile::get_account_data)
+        .ruma(profile::set_account_data)
+}

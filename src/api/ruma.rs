@@ -1,0 +1,272 @@
+//! The bridge between axum and ruma's endpoint types: one extractor that reads the
+//! body (within `max_request_bytes`), authenticates per the endpoint's declared
+//! scheme and parses the request; one response wrapper; one way to mount a handler
+//! on every path ruma knows for its endpoint.
+
+use std::{future::Future, net::SocketAddr};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, State},
+    http::{header, Request, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{on, MethodFilter},
+    Router,
+};
+use bytes::BytesMut;
+use ruma::api::{
+    auth_scheme::{
+        extract_bearer_or_query_token, AccessToken, AccessTokenOptional, AppserviceToken,
+        AppserviceTokenOptional, ExtractTokenError, NoAccessToken, NoAuthentication,
+    },
+    error::{DeserializationError, ErrorKind, FromHttpRequestError},
+    path_builder::PathBuilder,
+    IncomingRequest, IncomingRequestExt, Metadata, OutgoingResponse, OutgoingResponseExt,
+};
+
+use crate::{accounts::Session, error::Error, AppState};
+
+/// How an endpoint wants its caller identified, derived from ruma's `AuthScheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Optional,
+    Required,
+}
+
+/// Maps each of ruma's authentication schemes to what the server must check.
+pub trait ClientAuth {
+    const MODE: AuthMode;
+}
+impl ClientAuth for NoAuthentication {
+    const MODE: AuthMode = AuthMode::None;
+}
+impl ClientAuth for NoAccessToken {
+    const MODE: AuthMode = AuthMode::None;
+}
+impl ClientAuth for AccessToken {
+    const MODE: AuthMode = AuthMode::Required;
+}
+impl ClientAuth for AccessTokenOptional {
+    const MODE: AuthMode = AuthMode::Optional;
+}
+// Application services arrive with the Application Service API issue; until then
+// their tokens are checked like users' and unknown ones are refused.
+impl ClientAuth for AppserviceToken {
+    const MODE: AuthMode = AuthMode::Required;
+}
+impl ClientAuth for AppserviceTokenOptional {
+    const MODE: AuthMode = AuthMode::Optional;
+}
+
+/// A parsed, authenticated request for endpoint `T`.
+pub struct Ruma<T> {
+    pub body: T,
+    /// The caller, when the endpoint takes an access token and one was given.
+    pub session: Option<Session>,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl<T> Ruma<T> {
+    /// The caller of an endpoint whose scheme requires a token.
+    pub fn session(&self) -> Result<&Session, Error> {
+        self.session.as_ref().ok_or_else(|| {
+            Error::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::MissingToken,
+                "Missing access token",
+            )
+        })
+    }
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: ClientAuth,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request<Body>, state: &AppState) -> Result<Self, Error> {
+        let limit = state.config.client.max_request_bytes;
+        let (mut parts, body) = request.into_parts();
+        let declared_len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_len.is_some_and(|len| len > limit) {
+            return Err(too_large(limit));
+        }
+        let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .await
+            .map_err(|e| {
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                {
+                    too_large(limit)
+                } else {
+                    Error::bad_json(format!("Could not read the request body: {e}"))
+                }
+            })?;
+
+        let path_params = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
+        let path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let http_request = Request::from_parts(parts, &bytes[..]);
+        // Who is asking comes first: an unauthenticated caller learns nothing else.
+        let session = authenticate::<T>(state, &http_request).await?;
+        if !bytes.is_empty() {
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                return Err(Error::not_json(format!(
+                    "The request body is not JSON: {e}"
+                )));
+            }
+        }
+        let body = T::try_from_http_request(http_request, &path_args).map_err(parse_error)?;
+        Ok(Ruma {
+            body,
+            session,
+            client_ip,
+        })
+    }
+}
+
+async fn authenticate<T>(
+    state: &AppState,
+    request: &Request<&[u8]>,
+) -> Result<Option<Session>, Error>
+where
+    T: Metadata,
+    T::Authentication: ClientAuth,
+{
+    let mode = <T::Authentication as ClientAuth>::MODE;
+    if mode == AuthMode::None {
+        return Ok(None);
+    }
+    let token = match extract_bearer_or_query_token(request) {
+        Ok(token) => token,
+        Err(ExtractTokenError::InvalidAuthorizationScheme) => None,
+        Err(e) => return Err(Error::invalid_param(format!("Invalid access token: {e}"))),
+    };
+    let Some(token) = token else {
+        return match mode {
+            AuthMode::Required => Err(Error::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::MissingToken,
+                "Missing access token",
+            )),
+            _ => Ok(None),
+        };
+    };
+    match state.accounts.session_for_token(&token)? {
+        Some(session) => Ok(Some(session)),
+        None => Err(Error::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownToken(Default::default()),
+            "Unknown access token",
+        )),
+    }
+}
+
+fn too_large(limit: u64) -> Error {
+    Error::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TooLarge,
+        format!("The request body is larger than {limit} bytes"),
+    )
+}
+
+/// ruma's parse failures in the spec's terms: a body of the wrong shape is
+/// `M_BAD_JSON`; a bad query or path value is `M_INVALID_PARAM`.
+fn parse_error(error: FromHttpRequestError) -> Error {
+    match error {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            if e.is_eof() || e.is_syntax() {
+                Error::not_json(format!("The request body is not JSON: {e}"))
+            } else {
+                Error::bad_json(format!("Invalid request body: {e}"))
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            Error::invalid_param(format!("Invalid query parameter: {e}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            Error::invalid_param(format!("Invalid identifier: {e}"))
+        }
+        FromHttpRequestError::Deserialization(e) => {
+            Error::bad_json(format!("Invalid request: {e}"))
+        }
+        other => Error::unrecognized(format!("Unrecognized request: {other}")),
+    }
+}
+
+/// A ruma response rendered as HTTP.
+pub struct RumaResponse<R>(pub R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response
+                .map(|body| Body::from(body.freeze()))
+                .into_response(),
+            Err(e) => Error::internal(format!("could not serialize response: {e}")).into_response(),
+        }
+    }
+}
+
+/// Mounts handlers written as `async fn(State<AppState>, Ruma<Req>) -> Result<Resp>`
+/// on all of the endpoint's paths, under the endpoint's method.
+pub trait RumaRouter {
+    fn ruma<T, H>(self, handler: H) -> Self
+    where
+        H: RumaHandler<T>;
+}
+
+impl RumaRouter for Router<AppState> {
+    fn ruma<T, H>(self, handler: H) -> Self
+    where
+        H: RumaHandler<T>,
+    {
+        handler.mount(self)
+    }
+}
+
+pub trait RumaHandler<T> {
+    fn mount(self, router: Router<AppState>) -> Router<AppState>;
+}
+
+impl<T, F, Fut> RumaHandler<T> for F
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: ClientAuth,
+    T::OutgoingResponse: Send,
+    F: Fn(State<AppState>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+{
+    fn mount(self, router: Router<AppState>) -> Router<AppState> {
+        let filter = match MethodFilter::try_from(T::METHOD) {
+            Ok(filter) => filter,
+            Err(_) => return router,
+        };
+        T::PATH_BUILDER.all_paths().fold(router, |router, path| {
+            let handler = self.clone();
+            router.route(
+                path,
+                on(
+                    filter,
+                    move |state: State<AppState>, request: Ruma<T>| async move {
+                        handler(state, request).await.map(RumaResponse)
+                    },
+                ),
+            )
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! Feathur, a Matrix homeserver. `docs/architecture.md` walks through the layout;
+//! every import points down: `api` → domains (`accounts`, …) → `storage` / `feathur_federation`.
+
+pub mod accounts;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod server_keys;
+pub mod storage;
+
+use std::sync::Arc;
+
+use feathur_federation::SigningKey;
+
+/// Everything a request handler may reach, passed as axum `State`: no globals.
+pub struct Services {
+    pub config: config::Config,
+    pub storage: Arc<storage::Storage>,
+    pub accounts: accounts::Accounts,
+    pub signing_key: SigningKey,
+}
+
+pub type AppState = Arc<Services>;

@@ -1,0 +1,144 @@
+//! The catalog: every table (RocksDB column family) of the database, with its
+//! tuning. Adding a table is one line in the `catalog!` invocation below.
+//!
+//! Names follow Conduit's `key_value` convention, so a name says what maps to
+//! what (`userid_account`: user id → account).
+
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+
+/// How a table is mostly read; selects its tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Mostly `get` by full key: bloom filters let misses skip disk reads.
+    Point,
+    /// Mostly `iter_prefix` / full scans: bigger blocks, no bloom filter
+    /// (whole-key blooms do not help prefix scans).
+    Scan,
+}
+
+macro_rules! catalog {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $access:ident;)*) => {
+        /// A table of the catalog (one RocksDB column family).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Cf {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Cf {
+            /// Every table, in declaration order.
+            pub const ALL: &'static [Cf] = &[$(Cf::$variant),*];
+
+            /// The column family name on disk. Never rename one: that
+            /// orphans its data.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Cf::$variant => $name,)*
+                }
+            }
+
+            /// How the table is mostly read.
+            pub const fn access(self) -> Access {
+                match self {
+                    $(Cf::$variant => Access::$access,)*
+                }
+            }
+        }
+    };
+}
+
+catalog! {
+    /// Database facts: `"schema_version"` → u64.
+    Meta => "meta", Point;
+    /// User id → account (password hash, deactivation, ...).
+    UserIdAccount => "userid_account", Point;
+    /// (user id, device id) → device; also listed per user.
+    UserDeviceIdDevice => "userdeviceid_device", Point;
+    /// SHA-256 of an access token → session. Hit on every request.
+    TokenHashSession => "tokenhash_session", Point;
+    /// (user id, device id) → token hash, to revoke a device's token.
+    UserDeviceIdTokenHash => "userdeviceid_tokenhash", Point;
+    /// User id → profile (displayname, avatar).
+    UserIdProfile => "userid_profile", Point;
+    /// (user id, type) → global account data; listed per user on sync.
+    UserIdTypeAccountData => "useridtype_accountdata", Scan;
+    /// (user id, room id, type) → per-room account data.
+    UserRoomIdTypeAccountData => "userroomidtype_accountdata", Scan;
+    /// Registration token → its info (uses left, expiry).
+    RegistrationTokenInfo => "registrationtoken_info", Point;
+    /// (user id, device id, txn id) → cached response, for idempotent retries.
+    UserDeviceIdTxnIdResponse => "userdeviceidtxnid_response", Point;
+}
+
+/// Block cache shared by every table: one memory budget for the database.
+pub(crate) const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+impl Cf {
+    /// Looks a table up by its on-disk name.
+    pub fn from_name(name: &str) -> Option<Cf> {
+        Cf::ALL.iter().copied().find(|cf| cf.name() == name)
+    }
+
+    /// Column family options for this table.
+    pub(crate) fn options(self, cache: &Cache) -> Options {
+        let mut block = BlockBasedOptions::default();
+        block.set_block_cache(cache);
+        // Index and filter blocks live in (and are bounded by) the shared
+        // cache; level-0 ones stay pinned since every read consults them.
+        block.set_cache_index_and_filter_blocks(true);
+        block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        match self.access() {
+            Access::Point => {
+                block.set_bloom_filter(10.0, false);
+                block.set_block_size(4 << 10);
+            }
+            Access::Scan => block.set_block_size(16 << 10),
+        }
+
+        let mut opts = Options::default();
+        opts.set_block_based_table_factory(&block);
+        // Cheap lz4 for the churning upper levels, denser zstd for the
+        // bottom level where most data settles.
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+        opts.set_level_compaction_dynamic_level_bytes(true);
+        // Small memtables: many tables, small machine. The database-wide
+        // cap (`db_options`) bounds the total anyway.
+        opts.set_write_buffer_size(8 << 20);
+        opts
+    }
+}
+
+/// Database-wide options. Read-only opens must not create anything.
+pub(crate) fn db_options(create: bool) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(create);
+    opts.create_missing_column_families(create);
+    // Two background threads for flushes and compactions: small machines.
+    opts.set_max_background_jobs(2);
+    // Bound all memtables together, and the WAL, which otherwise grows
+    // until the least-written table flushes.
+    opts.set_db_write_buffer_size(64 << 20);
+    opts.set_max_total_wal_size(64 << 20);
+    opts.set_max_open_files(512);
+    // RocksDB's own info log: a few small files, not an unbounded history.
+    opts.set_keep_log_file_num(3);
+    opts.set_max_log_file_size(4 << 20);
+    opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let names: HashSet<_> = Cf::ALL.iter().map(|cf| cf.name()).collect();
+        assert_eq!(names.len(), Cf::ALL.len());
+        for &cf in Cf::ALL {
+            assert_eq!(Cf::from_name(cf.name()), Some(cf));
+            assert_ne!(cf.name(), rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        }
+        assert_eq!(Cf::from_name("nope"), None);
+    }
+}
