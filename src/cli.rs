@@ -132,7 +132,11 @@ fn db_check(config: &Config) -> anyhow::Result<()> {
     let storage = Storage::open(&config.database_dir(), OpenMode::ReadOnly)?;
     let report = storage.check()?;
     println!("{report}");
-    println!("database OK");
+    anyhow::ensure!(
+        report.is_ok(),
+        "the database at {} has problems",
+        storage.path().display()
+    );
     Ok(())
 }
 

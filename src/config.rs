@@ -286,8 +286,13 @@ impl Config {
 /// `FEATHUR_CLIENT__LISTEN=…` → `client.listen`; only our own top-level keys.
 fn environment() -> Env {
     Env::prefixed("FEATHUR_").split("__").filter(|key| {
-        let first = key.as_str().split('.').next().unwrap_or_default();
-        TOP_LEVEL_KEYS.contains(&first)
+        let first = key
+            .as_str()
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        TOP_LEVEL_KEYS.contains(&first.as_str())
     })
 }
 

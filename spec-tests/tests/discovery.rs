@@ -63,9 +63,10 @@ async fn capabilities_allow_password_change() {
     let caps = body["capabilities"]
         .as_object()
         .unwrap_or_else(|| panic!("capabilities must be an object: {body}"));
-    assert_eq!(
-        caps.get("m.change_password").and_then(|c| c.get("enabled")),
-        Some(&Value::Bool(true)),
+    // The spec: an absent `m.change_password` means password changes are allowed.
+    let change_password = caps.get("m.change_password").and_then(|c| c.get("enabled"));
+    assert!(
+        change_password.is_none() || change_password == Some(&Value::Bool(true)),
         "{body}"
     );
     // Boolean capabilities, when present, are {enabled: bool}.

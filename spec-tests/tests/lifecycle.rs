@@ -274,7 +274,7 @@ async fn cli_user_management() {
         "M_USER_IN_USE",
     );
 
-    let _ = server.stop();
+    assert!(server.stop().success(), "SIGTERM must exit 0");
     let out = server.run_cli(
         &["user", "reset-password", "bob", "--password-stdin"],
         Some("bob-pw-2\n"),
@@ -292,7 +292,7 @@ async fn cli_user_management() {
     );
     server.login("bob", "bob-pw-2").await;
 
-    let _ = server.stop();
+    assert!(server.stop().success(), "SIGTERM must exit 0");
     let out = server.run_cli(&["user", "deactivate", "bob"], None);
     assert!(out.status.success(), "deactivate:\n{}", output_text(&out));
     server.restart().await;
@@ -341,29 +341,49 @@ async fn cli_token_is_single_use() {
         assert_ok(server.get(&validity, None).await),
         json!({"valid": true})
     );
-    let register = |name: &'static str| {
-        let token = token.clone();
-        let server = &server;
-        async move {
+    let first = server
+        .register_with(
+            json!({"username": "first", "password": PW}),
+            |s| json!({"type": "m.login.registration_token", "token": token, "session": s}),
+        )
+        .await;
+    let first = assert_ok(first);
+    assert_eq!(first["user_id"], server.user_id("first").as_str());
+    assert_ok(server.whoami(first["access_token"].as_str().unwrap()).await);
+
+    // Used up: invalid now (or 403 if registration is now closed altogether).
+    let (status, body) = server.get(&validity, None).await;
+    assert!(
+        (status == StatusCode::OK && body == json!({"valid": false}))
+            || (status == StatusCode::FORBIDDEN && body["errcode"] == "M_FORBIDDEN"),
+        "validity of a used-up token: {status} {body}"
+    );
+    // A second registration fails, either up front (403: no way to register
+    // left) or at the token stage.
+    let second = json!({"username": "second", "password": PW});
+    let (status, challenge) = server
+        .post("/_matrix/client/v3/register", None, second.clone())
+        .await;
+    let (status, body) = match challenge["session"].as_str() {
+        Some(session) if status == StatusCode::UNAUTHORIZED => {
+            let mut with_auth = second;
+            with_auth["auth"] = json!({"type": "m.login.registration_token",
+                                       "token": token, "session": session});
             server
-                .register_with(json!({"username": name, "password": PW}), move |s| {
-                    json!({"type": "m.login.registration_token", "token": token, "session": s})
-                })
+                .post("/_matrix/client/v3/register", None, with_auth)
                 .await
         }
+        _ => (status, challenge),
     };
-    let first = assert_ok(register("first").await);
-    assert_eq!(first["user_id"], server.user_id("first").as_str());
-    assert_eq!(
-        assert_ok(server.get(&validity, None).await),
-        json!({"valid": false})
-    );
-    let (status, body) = register("second").await;
     assert!(
         status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
         "a used-up token registered again: {status} {body}"
     );
     assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(
+        assert_ok(server.username_available("second").await),
+        json!({"available": true})
+    );
 }
 
 #[tokio::test]

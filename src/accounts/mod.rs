@@ -183,13 +183,14 @@ impl Accounts {
     }
 
     /// Deactivation: the account stays (its id is never given out again), but it
-    /// loses its password, every device and token, and its profile.
+    /// loses every device and token and its profile. The password hash is kept so
+    /// that a login with the right password learns `M_USER_DEACTIVATED` rather
+    /// than a bare `M_FORBIDDEN`; it can never yield a session again.
     pub async fn deactivate(&self, user_id: &OwnedUserId) -> Result<()> {
         let Some(mut account) = self.accounts.get(user_id)? else {
             return Err(Error::not_found("No such user"));
         };
         account.deactivated = true;
-        account.password_hash = None;
         let mut batch = self.storage.batch();
         batch.put(&self.accounts, user_id, &account)?;
         for (device_id, _) in self.list_devices(user_id)? {

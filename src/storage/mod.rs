@@ -76,6 +76,11 @@ impl Storage {
     /// open read-write, and with [`StorageError::NewerSchema`] if a newer
     /// Feathur wrote it.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Arc<Storage>, StorageError> {
+        if mode == OpenMode::ReadWrite && exists(dir) {
+            // Refuse a newer database before a read-write open can change it
+            // (creating tables, replaying its log).
+            drop(Storage::open(dir, OpenMode::ReadOnly)?);
+        }
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let (db, on_disk) = match mode {
             OpenMode::ReadWrite => open_read_write(dir, &cache)?,
