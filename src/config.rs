@@ -14,8 +14,12 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
     Figment,
 };
-use ruma::OwnedServerName;
+use ruma::{OwnedServerName, RoomVersionId};
 use serde::{Deserialize, Serialize};
+
+/// Room versions this server creates rooms in.
+pub const CREATABLE_ROOM_VERSIONS: &[RoomVersionId] =
+    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
 
 /// The file used when `--config` is not given and it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "feathur.toml";
@@ -25,6 +29,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "feathur.toml";
 const TOP_LEVEL_KEYS: &[&str] = &[
     "server_name",
     "data_dir",
+    "default_room_version",
     "client",
     "registration",
     "federation",
@@ -39,6 +44,8 @@ pub struct Config {
     pub server_name: OwnedServerName,
     /// Where the database, the signing key and media live.
     pub data_dir: PathBuf,
+    /// Version of rooms created without an explicit `room_version`.
+    pub default_room_version: RoomVersionId,
     pub client: ClientConfig,
     pub registration: RegistrationConfig,
     pub federation: FederationConfig,
@@ -116,6 +123,7 @@ impl Default for Config {
                 .try_into()
                 .expect("valid built-in server name"),
             data_dir: PathBuf::from("./feathur-data"),
+            default_room_version: RoomVersionId::V12,
             client: ClientConfig::default(),
             registration: RegistrationConfig::default(),
             federation: FederationConfig::default(),
@@ -195,6 +203,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !CREATABLE_ROOM_VERSIONS.contains(&self.default_room_version) {
+            return Err(ConfigError::Invalid(format!(
+                "default_room_version {} is not one this server creates (10, 11, 12)",
+                self.default_room_version
+            )));
+        }
         if self.client.max_request_bytes < 1024 {
             return invalid("client.max_request_bytes must be at least 1024");
         }
@@ -376,6 +390,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("<masked>"));
+    }
+
+    #[test]
+    fn default_room_version_must_be_creatable() {
+        assert_eq!(
+            load_str("").unwrap().default_room_version,
+            RoomVersionId::V12
+        );
+        assert_eq!(
+            load_str("default_room_version = \"10\"\n")
+                .unwrap()
+                .default_room_version,
+            RoomVersionId::V10
+        );
+        let err = load_str("default_room_version = \"1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("default_room_version"), "{err}");
     }
 
     #[test]

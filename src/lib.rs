@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod storage;
@@ -19,7 +20,8 @@ pub struct Services {
     pub config: config::Config,
     pub storage: Arc<storage::Storage>,
     pub accounts: accounts::Accounts,
-    pub signing_key: SigningKey,
+    pub rooms: rooms::Rooms,
+    pub signing_key: Arc<SigningKey>,
 }
 
 pub type AppState = Arc<Services>;

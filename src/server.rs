@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     accounts::Accounts,
     config::{Config, LogFormat},
+    rooms::Rooms,
     server_keys,
     storage::{OpenMode, Storage},
     Services,
@@ -60,12 +61,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    let signing_key = Arc::new(signing_key);
     let accounts = Accounts::new(storage.clone(), &config);
+    let rooms = Rooms::new(
+        storage.clone(),
+        config.server_name.clone(),
+        signing_key.clone(),
+        config.default_room_version.clone(),
+    )?;
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
         storage: storage.clone(),
         accounts,
+        rooms,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

@@ -17,6 +17,7 @@
 mod error;
 mod json;
 mod key;
+mod pdu;
 
 pub use error::{KeyError, SignError, VerifyError};
 pub use json::{
@@ -24,6 +25,10 @@ pub use json::{
     verify_json, verify_server_json,
 };
 pub use key::{SigningKey, ED25519_ALGORITHM};
+pub use pdu::{
+    event_id, finalize_pdu, redact_pdu, room_id_for_create_event, verify_pdu, PduCheck, PduError,
+    MAX_PDU_BYTES,
+};
 
 /// Re-exported so callers can build key maps and objects without naming ruma paths.
 pub use ruma::signatures::{PublicKeyMap, PublicKeySet};

@@ -7,7 +7,7 @@ use std::{future::Future, net::SocketAddr};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, State},
     http::{header, Request, StatusCode},
     response::{IntoResponse, Response},
     routing::{on, MethodFilter},
@@ -113,7 +113,16 @@ where
         let path_params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
-        let path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        let mut path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        let matched = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_owned());
+        if matched.is_some_and(|m| {
+            m.ends_with("/state/{event_type}") || m.ends_with("/state/{event_type}/")
+        }) {
+            path_args.push(String::new());
+        }
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
 
         let client_ip = parts
@@ -256,10 +265,20 @@ where
             Ok(filter) => filter,
             Err(_) => return router,
         };
-        T::PATH_BUILDER.all_paths().fold(router, |router, path| {
+        let mut paths: Vec<String> = Vec::new();
+        for path in T::PATH_BUILDER.all_paths() {
+            paths.push(path.to_owned());
+            // The spec lets clients leave out an empty state key: `/state/{type}`
+            // and `/state/{type}/` mean state key "" (see `Ruma::from_request`).
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                paths.push(prefix.to_owned());
+                paths.push(format!("{prefix}/"));
+            }
+        }
+        paths.into_iter().fold(router, |router, path| {
             let handler = self.clone();
             router.route(
-                path,
+                &path,
                 on(
                     filter,
                     move |state: State<AppState>, request: Ruma<T>| async move {

@@ -67,6 +67,41 @@ catalog! {
     RegistrationTokenInfo => "registrationtoken_info", Point;
     /// (user id, device id, txn id) → cached response, for idempotent retries.
     UserDeviceIdTxnIdResponse => "userdeviceidtxnid_response", Point;
+    /// Room id → short room id (interning, `rooms::short`).
+    RoomIdShortRoomId => "roomid_shortroomid", Point;
+    /// Short room id → room id; its last key is the short-id high-water mark.
+    ShortRoomIdRoomId => "shortroomid_roomid", Point;
+    /// Event id → short event id.
+    EventIdShortEventId => "eventid_shorteventid", Point;
+    /// Short event id → event id.
+    ShortEventIdEventId => "shorteventid_eventid", Point;
+    /// (event type, state key) → short state key.
+    StateKeyShortStateKey => "statekey_shortstatekey", Point;
+    /// Short state key → (event type, state key).
+    ShortStateKeyStateKey => "shortstatekey_statekey", Point;
+    /// Snapshot id → state layer: parent + added/removed pairs (`rooms::state`).
+    ShortStateHashStateDiff => "shortstatehash_statediff", Point;
+    /// Short event id → snapshot of the room state before the event.
+    ShortEventIdShortStateHash => "shorteventid_shortstatehash", Point;
+    /// Short room id → snapshot of the room's current state.
+    RoomIdShortStateHash => "roomid_shortstatehash", Point;
+    /// (short room id, stream position) → event id: a room's timeline in order.
+    RoomIdPosEventId => "roomidpos_eventid", Scan;
+    /// Event id → (short room id, stream position).
+    EventIdRoomPos => "eventid_roompos", Point;
+    /// Stream position → short room id: the global stream, for the position
+    /// high-water mark and "which rooms changed since this token".
+    PosShortRoomId => "pos_shortroomid", Scan;
+    /// Event id → the signed PDU (`rooms`).
+    EventIdPdu => "eventid_pdu", Point;
+    /// Room id → room facts kept outside its state (room version).
+    RoomIdInfo => "roomid_info", Point;
+    /// Room id → the DAG's forward extremities (the next event's prev_events).
+    RoomIdForwardExtremities => "roomid_forwardextremities", Point;
+    /// (user id, room id) → membership: a user's rooms.
+    UserRoomIdMembership => "userroomid_membership", Scan;
+    /// (room id, user id) → membership: a room's members.
+    RoomUserIdMembership => "roomuserid_membership", Scan;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -4,7 +4,9 @@
 mod account;
 mod devices;
 mod discovery;
+mod membership;
 mod profile;
+mod rooms;
 mod session;
 
 use axum::{routing::get, Router};
@@ -46,4 +48,22 @@ pub fn router() -> Router<AppState> {
         .ruma(profile::delete_field)
         .ruma(profile::get_account_data)
         .ruma(profile::set_account_data)
+        .ruma(rooms::create)
+        .ruma(rooms::send_message)
+        .ruma(rooms::send_state)
+        .ruma(rooms::get_state_event)
+        .ruma(rooms::get_state)
+        .ruma(rooms::get_event)
+        .ruma(rooms::messages)
+        .ruma(membership::join_by_id)
+        .ruma(membership::join_by_id_or_alias)
+        .ruma(membership::invite)
+        .ruma(membership::leave)
+        .ruma(membership::kick)
+        .ruma(membership::ban)
+        .ruma(membership::unban)
+        .ruma(membership::forget)
+        .ruma(membership::joined)
+        .ruma(membership::members)
+        .ruma(membership::joined_members_list)
 }

@@ -1,0 +1,274 @@
+//! Membership handlers (Client-Server API: "Room membership").
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use ruma::{
+    api::client::membership::{
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+        join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    },
+    events::room::member::MembershipState,
+    OwnedRoomId, OwnedUserId,
+};
+use serde_json::Value;
+
+use super::rooms::{member_profile, raw};
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    rooms::{Change, Membership},
+    AppState,
+};
+
+async fn join(
+    state: &AppState,
+    user_id: &OwnedUserId,
+    room_id: &OwnedRoomId,
+    reason: Option<String>,
+) -> Result<()> {
+    let profile = member_profile(state, user_id);
+    state
+        .rooms
+        .change_membership(room_id, user_id, user_id, Change::Join(profile), reason)
+        .await?;
+    Ok(())
+}
+
+pub async fn join_by_id(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    join(&state, &session.user_id, &body.room_id, body.reason.clone()).await?;
+    Ok(join_room_by_id::v3::Response::new(body.room_id.clone()))
+}
+
+pub async fn join_by_id_or_alias(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
+        Ok(room_id) => room_id,
+        Err(_) => {
+            return Err(Error::not_found(
+                "Room aliases are not available yet on this server",
+            ))
+        }
+    };
+    join(&state, &session.user_id, &room_id, body.reason.clone()).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+pub async fn invite(
+    State(state): State<AppState>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &body.recipient else {
+        return Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unrecognized,
+            "Third-party invites are not supported",
+        ));
+    };
+    if !state.accounts.is_local(&recipient.user_id) {
+        return Err(Error::forbidden(
+            "Inviting users of other servers needs federation, which is not available yet",
+        ));
+    }
+    if !state.accounts.exists(&recipient.user_id)? {
+        return Err(Error::not_found(format!(
+            "Unknown user {}",
+            recipient.user_id
+        )));
+    }
+    let change = Change::Invite { is_direct: false };
+    state
+        .rooms
+        .change_membership(
+            &body.room_id,
+            &session.user_id,
+            &recipient.user_id,
+            change,
+            recipient.reason.clone(),
+        )
+        .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+pub async fn leave(
+    State(state): State<AppState>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    state
+        .rooms
+        .change_membership(
+            &body.room_id,
+            &session.user_id,
+            &session.user_id,
+            Change::Leave,
+            body.reason.clone(),
+        )
+        .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+pub async fn kick(
+    State(state): State<AppState>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    state
+        .rooms
+        .change_membership(
+            &body.room_id,
+            &session.user_id,
+            &body.user_id,
+            Change::Kick,
+            body.reason.clone(),
+        )
+        .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+pub async fn ban(
+    State(state): State<AppState>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    state
+        .rooms
+        .change_membership(
+            &body.room_id,
+            &session.user_id,
+            &body.user_id,
+            Change::Ban,
+            body.reason.clone(),
+        )
+        .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+pub async fn unban(
+    State(state): State<AppState>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    state
+        .rooms
+        .change_membership(
+            &body.room_id,
+            &session.user_id,
+            &body.user_id,
+            Change::Unban,
+            body.reason.clone(),
+        )
+        .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// `/forget`: only a room the user has left; the room then no longer appears for them.
+pub async fn forget(
+    State(state): State<AppState>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    state.rooms.forget(&body.room_id, &session.user_id).await?;
+    Ok(forget_room::v3::Response::new())
+}
+
+pub async fn joined(
+    State(state): State<AppState>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    let session = request.session()?;
+    Ok(joined_rooms::v3::Response::new(
+        state.rooms.joined_rooms(&session.user_id)?,
+    ))
+}
+
+/// `/members`: the member events of the state the user may see, filtered.
+pub async fn members(
+    State(state): State<AppState>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    if body.at.is_some() {
+        return Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unrecognized,
+            "The `at` parameter is not supported yet",
+        ));
+    }
+    let wanted = |m: &str| {
+        body.membership
+            .as_ref()
+            .is_none_or(|w: &MembershipState| w.as_str() == m)
+            && body
+                .not_membership
+                .as_ref()
+                .is_none_or(|n: &MembershipState| n.as_str() != m)
+    };
+    let mut chunk = Vec::new();
+    for pdu in state.rooms.state_for(&session.user_id, &body.room_id)? {
+        if pdu.kind != ruma::events::TimelineEventType::RoomMember {
+            continue;
+        }
+        let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+        let membership = content
+            .get("membership")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if wanted(membership) {
+            chunk.push(raw(&pdu.to_client_event())?);
+        }
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+pub async fn joined_members_list(
+    State(state): State<AppState>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
+    let session = request.session()?;
+    let room_id = &request.body.room_id;
+    if !state.rooms.is_joined(room_id, &session.user_id)? {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let mut joined = BTreeMap::new();
+    for (user_id, membership) in state.rooms.members(room_id)? {
+        if membership != Membership::Join {
+            continue;
+        }
+        let mut member = joined_members::v3::RoomMember::new();
+        if let Some(event) = state.rooms.current_state_event(
+            room_id,
+            &ruma::events::StateEventType::RoomMember,
+            user_id.as_str(),
+        )? {
+            let content: Value = serde_json::from_str(event.content.get()).unwrap_or_default();
+            member.display_name = content
+                .get("displayname")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            member.avatar_url = content
+                .get("avatar_url")
+                .and_then(Value::as_str)
+                .map(Into::into);
+        }
+        joined.insert(user_id, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}

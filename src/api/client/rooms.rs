@@ -1,0 +1,274 @@
+//! Room handlers: creation, sending, state, reading (Client-Server API:
+//! "Rooms", "Events", "Room membership").
+
+use axum::extract::State;
+use ruma::{
+    api::client::{
+        message::{get_message_events, send_message_event},
+        room::{create_room, get_room_event},
+        state::{get_state_event_for_key, get_state_events, send_state_event},
+    },
+    events::TimelineEventType,
+    serde::Raw,
+    OwnedUserId, UInt,
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    accounts::Session,
+    api::ruma::Ruma,
+    error::{Error, Result},
+    rooms::{self, CreateRoom, Direction, MemberProfile, NewEvent, Pdu, Preset, Txn},
+    AppState,
+};
+
+/// A local user's profile as their membership events carry it.
+pub(super) fn member_profile(state: &AppState, user_id: &OwnedUserId) -> MemberProfile {
+    let profile = state.accounts.profile(user_id).unwrap_or_default();
+    let text = |key: &str| profile.get(key).and_then(Value::as_str).map(str::to_owned);
+    MemberProfile {
+        displayname: text("displayname"),
+        avatar_url: text("avatar_url"),
+    }
+}
+
+pub(super) fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(value)
+        .map(Raw::from_json)
+        .map_err(|e| Error::internal(format!("event not serialisable: {e}")))
+}
+
+fn object(raw_json: &str, what: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(raw_json) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Error::bad_json(format!("{what} must be a JSON object"))),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    request: Ruma<create_room::v3::Request>,
+) -> Result<create_room::v3::Response> {
+    let session = request.session()?.clone();
+    let body = request.body;
+    if body.room_alias_name.is_some() {
+        return Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unrecognized,
+            "Room aliases are not available yet on this server",
+        ));
+    }
+    let preset = match body.preset {
+        Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
+        Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
+        Some(create_room::v3::RoomPreset::PrivateChat) => Preset::PrivateChat,
+        Some(_) => return Err(Error::bad_json("Unknown preset")),
+        None if body.visibility == ruma::api::client::room::Visibility::Public => {
+            Preset::PublicChat
+        }
+        None => Preset::PrivateChat,
+    };
+    let creation_content = match &body.creation_content {
+        Some(raw) => object(raw.json().get(), "creation_content")?,
+        None => Map::new(),
+    };
+    let power_level_override = match &body.power_level_content_override {
+        Some(raw) => Some(object(raw.json().get(), "power_level_content_override")?),
+        None => None,
+    };
+    let mut initial_state = Vec::new();
+    for event in &body.initial_state {
+        let map = object(event.json().get(), "initial_state events")?;
+        let kind = map
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let state_key = map
+            .get("state_key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let content = map
+            .get("content")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
+        initial_state.push((kind.to_owned(), state_key.to_owned(), content));
+    }
+    let options = CreateRoom {
+        version: body.room_version,
+        preset,
+        creation_content,
+        power_level_override,
+        initial_state,
+        name: body.name,
+        topic: body.topic,
+        invite: body.invite,
+        is_direct: body.is_direct,
+        creator_profile: member_profile(&state, &session.user_id),
+    };
+    let room_id = state.rooms.create_room(&session.user_id, options).await?;
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+pub async fn send_message(
+    State(state): State<AppState>,
+    request: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let session: &Session = request.session()?;
+    let body = &request.body;
+    object(body.body.json().get(), "Event content")?;
+    let event = NewEvent {
+        kind: TimelineEventType::from(body.event_type.to_string()),
+        state_key: None,
+        content: body.body.json().to_owned(),
+        redacts: None,
+    };
+    let txn = Txn {
+        user_id: &session.user_id,
+        device_id: &session.device_id,
+        txn_id: body.txn_id.as_str(),
+    };
+    let event_id = state
+        .rooms
+        .send(&body.room_id, &session.user_id, event, Some(txn))
+        .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+pub async fn send_state(
+    State(state): State<AppState>,
+    request: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    object(body.body.json().get(), "State content")?;
+    let event = NewEvent {
+        kind: TimelineEventType::from(body.event_type.to_string()),
+        state_key: Some(body.state_key.clone()),
+        content: body.body.json().to_owned(),
+        redacts: None,
+    };
+    let event_id = state
+        .rooms
+        .send(&body.room_id, &session.user_id, event, None)
+        .await?;
+    Ok(send_state_event::v3::Response::new(event_id))
+}
+
+pub async fn get_state_event(
+    State(state): State<AppState>,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let events = state.rooms.state_for(&session.user_id, &body.room_id)?;
+    let found = events.into_iter().find(|pdu| {
+        pdu.kind.to_string() == body.event_type.to_string()
+            && pdu.state_key.as_deref() == Some(body.state_key.as_str())
+    });
+    let Some(pdu) = found else {
+        return Err(Error::not_found("No such state event"));
+    };
+    let value = match body.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => pdu.to_client_event(),
+        _ => serde_json::from_str(pdu.content.get())
+            .map_err(|e| Error::internal(format!("stored content unreadable: {e}")))?,
+    };
+    let raw =
+        serde_json::value::to_raw_value(&value).map_err(|e| Error::internal(format!("{e}")))?;
+    Ok(get_state_event_for_key::v3::Response::new(raw))
+}
+
+pub async fn get_state(
+    State(state): State<AppState>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
+    let session = request.session()?;
+    let events = state
+        .rooms
+        .state_for(&session.user_id, &request.body.room_id)?;
+    let raws = events
+        .iter()
+        .map(|e| raw(&e.to_client_event()))
+        .collect::<Result<_>>()?;
+    Ok(get_state_events::v3::Response::new(raws))
+}
+
+pub async fn get_event(
+    State(state): State<AppState>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let pdu = state
+        .rooms
+        .visible_event(&session.user_id, &body.room_id, &body.event_id)?;
+    Ok(get_room_event::v3::Response::new(raw(
+        &pdu.to_client_event()
+    )?))
+}
+
+/// `/messages`. Tokens are stream positions; without `from`, backward
+/// pagination starts at the newest event and forward at the oldest.
+pub async fn messages(
+    State(state): State<AppState>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let from = match &body.from {
+        Some(token) => Some(
+            rooms::parse_token(token)
+                .ok_or_else(|| Error::invalid_param(format!("Invalid pagination token {token}")))?,
+        ),
+        None => None,
+    };
+    let to = match &body.to {
+        Some(token) => Some(
+            rooms::parse_token(token)
+                .ok_or_else(|| Error::invalid_param(format!("Invalid pagination token {token}")))?,
+        ),
+        None => None,
+    };
+    let dir = match body.dir {
+        ruma::api::Direction::Forward => Direction::Forward,
+        ruma::api::Direction::Backward => Direction::Backward,
+    };
+    let limit = usize::try_from(body.limit.min(UInt::from(1000u32))).unwrap_or(1000);
+    let page = state
+        .rooms
+        .messages(&session.user_id, &body.room_id, from, dir, limit)?;
+    let mut events: Vec<Pdu> = page.events;
+    let mut end = page.end;
+    if let Some(to) = to {
+        let before_to = |p: u64| match dir {
+            Direction::Forward => p <= to,
+            Direction::Backward => p > to,
+        };
+        let mut kept = Vec::new();
+        for pdu in events {
+            match state.rooms.position_of(&pdu.event_id)? {
+                Some(p) if before_to(p) => kept.push(pdu),
+                _ => {
+                    end = None;
+                    break;
+                }
+            }
+        }
+        events = kept;
+    }
+    let start = match from {
+        Some(p) => rooms::make_token(p),
+        None => rooms::make_token(match dir {
+            Direction::Forward => 0,
+            Direction::Backward => state.rooms.current_position(),
+        }),
+    };
+    let mut response = get_message_events::v3::Response::new();
+    response.start = start;
+    response.end = end.map(rooms::make_token);
+    response.chunk = events
+        .iter()
+        .map(|e| raw(&e.to_client_event()))
+        .collect::<Result<_>>()?;
+    Ok(response)
+}

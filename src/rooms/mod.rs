@@ -1,0 +1,499 @@
+//! Rooms: the event DAG, its state and its timeline (spec: "Rooms", room
+//! versions, Server-Server API "PDUs" and "Authorisation rules").
+//!
+//! Every new event goes through [`Rooms::append_local`]: build the PDU from the
+//! room's current state and forward extremities, sign it, check it against the
+//! room version's auth rules, then persist event, state delta, timeline entry,
+//! extremities and membership indexes in ONE durable batch.
+//!
+//! Tables owned here (key → value):
+//! - `eventid_pdu`: event id → the signed PDU
+//! - `roomid_info`: room id → [`RoomInfo`] (room version)
+//! - `roomid_forwardextremities`: room id → the DAG's current leaves
+//! - `userroomid_membership` / `roomuserid_membership`: membership indexes
+//! - `userdeviceidtxnid_response`: (user, device, txn id) → event id
+//!
+//! The parts: `pdu` (the event type), `auth` (ruma state-res), `short` (id
+//! interning), `state` (layered snapshots), `timeline` (stream positions).
+
+pub mod auth;
+mod create;
+mod membership;
+pub mod pdu;
+mod read;
+pub mod short;
+pub mod state;
+pub mod timeline;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex as StdMutex},
+};
+
+use axum::http::StatusCode;
+use feathur_federation::SigningKey;
+use ruma::{
+    api::error::ErrorKind,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId, RoomVersionId, UserId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue as RawJsonValue;
+
+use crate::{
+    error::{Error, Result},
+    storage::{Cf, Storage, Table},
+};
+
+pub use self::{
+    create::{CreateRoom, Preset},
+    membership::{Change, MemberProfile},
+    pdu::Pdu,
+    read::{make_token, parse_token, Page},
+    state::StateMap,
+    timeline::Direction,
+};
+
+/// What the server must remember about a room outside its state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub version: RoomVersionId,
+}
+
+/// A membership as indexed for quick lookups (the event itself is in the state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    Join,
+    Invite,
+    Leave,
+    Ban,
+    Knock,
+}
+
+/// A client's transaction: the same (user, device, txn id) yields the same event.
+pub struct Txn<'a> {
+    pub user_id: &'a UserId,
+    pub device_id: &'a ruma::DeviceId,
+    pub txn_id: &'a str,
+}
+
+/// A new event as a local user asks for it.
+pub struct NewEvent {
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Box<RawJsonValue>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+pub struct Rooms {
+    storage: Arc<Storage>,
+    server_name: OwnedServerName,
+    signing_key: Arc<SigningKey>,
+    default_version: RoomVersionId,
+    ids: short::ShortIds,
+    state: state::StateStore,
+    timeline: timeline::Timeline,
+    pdus: Table<OwnedEventId, Pdu>,
+    infos: Table<OwnedRoomId, RoomInfo>,
+    extremities: Table<OwnedRoomId, Vec<OwnedEventId>>,
+    user_memberships: Table<(OwnedUserId, OwnedRoomId), Membership>,
+    room_memberships: Table<(OwnedRoomId, OwnedUserId), Membership>,
+    txns: Table<(OwnedUserId, String, String), OwnedEventId>,
+    /// One writer per room at a time: prev_events, state and extremities of
+    /// an event are read and replaced together.
+    room_locks: StdMutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Rooms {
+    pub fn new(
+        storage: Arc<Storage>,
+        server_name: OwnedServerName,
+        signing_key: Arc<SigningKey>,
+        default_version: RoomVersionId,
+    ) -> Result<Rooms> {
+        let ids = short::ShortIds::new(&storage)?;
+        Ok(Rooms {
+            state: state::StateStore::new(&storage, ids.clone()),
+            timeline: timeline::Timeline::new(&storage)?,
+            ids,
+            pdus: storage.table(Cf::EventIdPdu),
+            infos: storage.table(Cf::RoomIdInfo),
+            extremities: storage.table(Cf::RoomIdForwardExtremities),
+            user_memberships: storage.table(Cf::UserRoomIdMembership),
+            room_memberships: storage.table(Cf::RoomUserIdMembership),
+            txns: storage.table(Cf::UserDeviceIdTxnIdResponse),
+            room_locks: StdMutex::new(HashMap::new()),
+            server_name,
+            signing_key,
+            default_version,
+            storage,
+        })
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    /// The room versions this server creates rooms in.
+    pub fn supported_versions() -> &'static [RoomVersionId] {
+        &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+    }
+
+    pub fn default_version(&self) -> &RoomVersionId {
+        &self.default_version
+    }
+
+    async fn lock_room(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.room_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(room_id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub fn room_info(&self, room_id: &RoomId) -> Result<Option<RoomInfo>> {
+        Ok(self.infos.get(&room_id.to_owned())?)
+    }
+
+    fn rules(version: &RoomVersionId) -> Result<RoomVersionRules> {
+        version.rules().ok_or_else(|| {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {version} is not supported"),
+            )
+        })
+    }
+
+    /// The stream position of an event in its room's timeline.
+    pub fn position_of(&self, event_id: &EventId) -> Result<Option<u64>> {
+        Ok(self
+            .timeline
+            .position_of(event_id)?
+            .map(|(_, position)| position))
+    }
+
+    /// The newest stream position handed out.
+    pub fn current_position(&self) -> u64 {
+        self.timeline.current_position()
+    }
+
+    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        Ok(self.pdus.get(&event_id.to_owned())?)
+    }
+
+    /// The current state of a room as (type, state key) → event id.
+    pub fn current_state_ids(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Vec<((StateEventType, String), OwnedEventId)>> {
+        let Some(shortroomid) = self.ids.room(room_id)? else {
+            return Ok(Vec::new());
+        };
+        let Some(snapshot) = self.state.room_current(shortroomid)? else {
+            return Ok(Vec::new());
+        };
+        let map = self.state.load(snapshot)?;
+        self.resolve_state_map(&map)
+    }
+
+    fn resolve_state_map(
+        &self,
+        map: &StateMap,
+    ) -> Result<Vec<((StateEventType, String), OwnedEventId)>> {
+        let mut out = Vec::with_capacity(map.len());
+        for (&shortstatekey, &shorteventid) in map {
+            let key = self.ids.state_key_of(shortstatekey)?;
+            let event_id = self.ids.event_id(shorteventid)?;
+            match (key, event_id) {
+                (Some(key), Some(event_id)) => out.push((key, event_id)),
+                _ => {
+                    return Err(Error::internal(
+                        "state snapshot refers to unknown short ids",
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current state event for (type, state key), if any.
+    pub fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let Some(shortroomid) = self.ids.room(room_id)? else {
+            return Ok(None);
+        };
+        let Some(snapshot) = self.state.room_current(shortroomid)? else {
+            return Ok(None);
+        };
+        let map = self.state.load(snapshot)?;
+        self.state_event_in(&map, event_type, state_key)
+    }
+
+    fn state_event_in(
+        &self,
+        map: &StateMap,
+        event_type: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let Some(shortstatekey) = self.ids.state_key(event_type, state_key)? else {
+            return Ok(None);
+        };
+        let Some(&shorteventid) = map.get(&shortstatekey) else {
+            return Ok(None);
+        };
+        match self.ids.event_id(shorteventid)? {
+            Some(event_id) => self.get_pdu(&event_id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
+        Ok(self
+            .room_memberships
+            .get(&(room_id.to_owned(), user_id.to_owned()))?)
+    }
+
+    /// Rooms the user has joined.
+    pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let mut rooms = Vec::new();
+        for row in self.user_memberships.iter_prefix(&user_id.to_owned()) {
+            let ((_, room_id), membership) = row?;
+            if membership == Membership::Join {
+                rooms.push(room_id);
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// Members of a room with their current membership.
+    pub fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, Membership)>> {
+        let mut members = Vec::new();
+        for row in self.room_memberships.iter_prefix(&room_id.to_owned()) {
+            let ((_, user_id), membership) = row?;
+            members.push((user_id, membership));
+        }
+        Ok(members)
+    }
+
+    /// Sends an event as a local user, deduplicated by `txn` when given.
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
+        let _guard = self.lock_room(room_id).await;
+        // A transaction id is scoped to the device and the endpoint, and the
+        // endpoint names the room: length-prefix the room id to keep it unambiguous.
+        let txn_key = txn.map(|t| {
+            let scope = format!("{}:{room_id}{}", room_id.as_str().len(), t.txn_id);
+            (t.user_id.to_owned(), t.device_id.to_string(), scope)
+        });
+        if let Some(key) = &txn_key {
+            if let Some(event_id) = self.txns.get(key)? {
+                return Ok(event_id);
+            }
+        }
+        let Some(info) = self.room_info(room_id)? else {
+            return Err(Error::not_found("Unknown room"));
+        };
+        let mut batch = self.storage.batch();
+        let pdu = self.append_local(&mut batch, room_id, &info, sender, event)?;
+        if let Some(key) = &txn_key {
+            batch.put(&self.txns, key, &pdu.event_id)?;
+        }
+        self.storage.commit(batch).await?;
+        Ok(pdu.event_id)
+    }
+
+    /// Builds, signs, auth-checks and stages one local event on top of the
+    /// room's current state. The caller holds the room lock and commits.
+    fn append_local(
+        &self,
+        batch: &mut crate::storage::Batch,
+        room_id: &RoomId,
+        info: &RoomInfo,
+        sender: &UserId,
+        event: NewEvent,
+    ) -> Result<Pdu> {
+        let rules = Self::rules(&info.version)?;
+        let shortroomid = self.ids.room_or_create(room_id, batch)?;
+        let snapshot = self.state.room_current(shortroomid)?;
+        let current = match snapshot {
+            Some(s) => self.state.load(s)?,
+            None => Arc::new(StateMap::new()),
+        };
+
+        let auth_types = auth::auth_types(
+            &rules,
+            &event.kind,
+            sender,
+            event.state_key.as_deref(),
+            &event.content,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid event: {e}")))?;
+        let mut auth_events = Vec::new();
+        for (event_type, state_key) in &auth_types {
+            if let Some(pdu) = self.state_event_in(&current, event_type, state_key)? {
+                auth_events.push(pdu.event_id);
+            }
+        }
+        let prev_events = self
+            .extremities
+            .get(&room_id.to_owned())?
+            .unwrap_or_default();
+        let mut depth = 0;
+        for prev in &prev_events {
+            if let Some(pdu) = self.get_pdu(prev)? {
+                depth = depth.max(pdu.depth);
+            }
+        }
+
+        let json = pdu::build_unsigned_pdu(pdu::UnsignedPdu {
+            rules: &rules,
+            room_id: Some(room_id),
+            sender,
+            kind: &event.kind,
+            state_key: event.state_key.as_deref(),
+            content: &event.content,
+            prev_events: &prev_events,
+            auth_events: &auth_events,
+            depth: depth + 1,
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            redacts: event.redacts.as_deref(),
+        })
+        .map_err(|e| Error::bad_json(format!("Invalid event: {e}")))?;
+        let pdu = self.sign(&rules, Some(room_id), json)?;
+        self.stage(batch, &rules, &pdu, shortroomid, snapshot, &current)?;
+        Ok(pdu)
+    }
+
+    /// Adds the content hash and our signature; the event id is the reference
+    /// hash. Without `room_id` (a v12 create event) the room id is derived from it.
+    fn sign(
+        &self,
+        rules: &RoomVersionRules,
+        room_id: Option<&RoomId>,
+        mut json: ruma::CanonicalJsonObject,
+    ) -> Result<Pdu> {
+        let event_id = feathur_federation::finalize_pdu(
+            &self.signing_key,
+            self.server_name.as_str(),
+            rules,
+            &mut json,
+        )
+        .map_err(|e| match e {
+            feathur_federation::PduError::TooLarge => Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::TooLarge,
+                "The event is larger than 65535 bytes",
+            ),
+            e => Error::internal(format!("signing an event failed: {e}")),
+        })?;
+        let room_id = match room_id {
+            Some(room_id) => room_id.to_owned(),
+            None => feathur_federation::room_id_for_create_event(&event_id)
+                .map_err(|e| Error::internal(format!("deriving the room id failed: {e}")))?,
+        };
+        Pdu::from_json(event_id, &room_id, json)
+            .map_err(|e| Error::internal(format!("built an unreadable event: {e}")))
+    }
+
+    /// Checks `pdu` against the auth rules and the `current` state it was built
+    /// on, then stages it: event, state delta, timeline, extremities, indexes.
+    fn stage(
+        &self,
+        batch: &mut crate::storage::Batch,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        shortroomid: u64,
+        snapshot: Option<u64>,
+        current: &StateMap,
+    ) -> Result<()> {
+        auth::check(
+            rules,
+            pdu,
+            |id| self.get_pdu(id).ok().flatten(),
+            |event_type, state_key| {
+                self.state_event_in(current, event_type, state_key)
+                    .ok()
+                    .flatten()
+            },
+        )
+        .map_err(|reason| Error::forbidden(reason.to_string()))?;
+
+        let room_id = &pdu.room_id;
+        let event_id = &pdu.event_id;
+        let shorteventid = self.ids.event_or_create(event_id, batch)?;
+        if let Some(snapshot) = snapshot {
+            self.state
+                .set_event_state_before(shorteventid, snapshot, batch)?;
+        }
+        if let Some(state_key) = &pdu.state_key {
+            let event_type = StateEventType::from(pdu.kind.to_string());
+            let shortstatekey = self
+                .ids
+                .state_key_or_create(&event_type, state_key, batch)?;
+            let next = self
+                .state
+                .with_event(snapshot, shortstatekey, shorteventid, batch)?;
+            self.state.set_room_current(shortroomid, next, batch)?;
+            if pdu.kind == TimelineEventType::RoomMember {
+                self.index_membership(batch, room_id, pdu)?;
+            }
+        }
+        batch.put(&self.pdus, event_id, pdu)?;
+        let position = self.timeline.next_position();
+        self.timeline
+            .append(shortroomid, position, event_id, batch)?;
+        batch.put(&self.extremities, room_id, &vec![event_id.clone()])?;
+        Ok(())
+    }
+
+    fn index_membership(
+        &self,
+        batch: &mut crate::storage::Batch,
+        room_id: &RoomId,
+        pdu: &Pdu,
+    ) -> Result<()> {
+        #[derive(Deserialize)]
+        struct MemberContent {
+            membership: String,
+        }
+        let Some(state_key) = &pdu.state_key else {
+            return Ok(());
+        };
+        let Ok(user_id) = UserId::parse(state_key.as_str()) else {
+            return Ok(());
+        };
+        let content: MemberContent = serde_json::from_str(pdu.content.get())
+            .map_err(|e| Error::bad_json(format!("Invalid membership: {e}")))?;
+        let membership = match content.membership.as_str() {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "ban" => Membership::Ban,
+            "knock" => Membership::Knock,
+            _ => Membership::Leave,
+        };
+        batch.put(
+            &self.user_memberships,
+            &(user_id.clone(), room_id.to_owned()),
+            &membership,
+        )?;
+        batch.put(
+            &self.room_memberships,
+            &(room_id.to_owned(), user_id),
+            &membership,
+        )?;
+        Ok(())
+    }
+}
