@@ -9,6 +9,7 @@
 //! - `userdeviceid_tokenhash`: (user id, device id) → token hash, to revoke a device's token
 //! - `userid_profile`: user id → profile fields (`displayname`, `avatar_url`, custom keys)
 //! - `useridtype_accountdata`: (user id, event type) → content
+//! - `userroomidtype_accountdata`: (user id, room id, event type) → content (incl. `m.tag`)
 //! - `registrationtoken_info`: registration token → [`RegistrationTokenInfo`]
 
 mod account_data;
@@ -21,7 +22,7 @@ pub mod uia;
 
 use std::sync::Arc;
 
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -73,9 +74,12 @@ pub struct Accounts {
     device_tokens: Table<(OwnedUserId, OwnedDeviceId), TokenHash>,
     profiles: Table<OwnedUserId, profile::Profile>,
     account_data: Table<(OwnedUserId, String), serde_json::Value>,
+    room_account_data: Table<(OwnedUserId, OwnedRoomId, String), serde_json::Value>,
     registration_tokens: Table<String, RegistrationTokenInfo>,
     /// Serialises the check-then-create of user ids and token use counts.
     registration_lock: tokio::sync::Mutex<()>,
+    /// Serialises read-modify-write of account data (room tags).
+    account_data_lock: tokio::sync::Mutex<()>,
     uia: uia::UiaSessions,
 }
 
@@ -91,8 +95,10 @@ impl Accounts {
             device_tokens: storage.table(Cf::UserDeviceIdTokenHash),
             profiles: storage.table(Cf::UserIdProfile),
             account_data: storage.table(Cf::UserIdTypeAccountData),
+            room_account_data: storage.table(Cf::UserRoomIdTypeAccountData),
             registration_tokens: storage.table(Cf::RegistrationTokenInfo),
             registration_lock: tokio::sync::Mutex::new(()),
+            account_data_lock: tokio::sync::Mutex::new(()),
             uia: uia::UiaSessions::default(),
             storage,
         }

@@ -2,6 +2,7 @@
 //! call the domain and map the result.
 
 mod account;
+mod account_data;
 mod devices;
 mod discovery;
 mod membership;
@@ -46,8 +47,13 @@ pub fn router() -> Router<AppState> {
         .ruma(profile::get_field)
         .ruma(profile::set_field)
         .ruma(profile::delete_field)
-        .ruma(profile::get_account_data)
-        .ruma(profile::set_account_data)
+        .ruma(account_data::get_global)
+        .ruma(account_data::set_global)
+        .ruma(account_data::get_room)
+        .ruma(account_data::set_room)
+        .ruma(account_data::tags)
+        .ruma(account_data::put_tag)
+        .ruma(account_data::delete_tag)
         .ruma(rooms::create)
         .ruma(rooms::send_message)
         .ruma(rooms::send_state)
