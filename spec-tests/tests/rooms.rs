@@ -467,3 +467,71 @@ async fn bad_room_requests_get_matrix_errors() {
         "M_INVALID_PARAM",
     );
 }
+
+#[tokio::test]
+async fn knocking_needs_a_knock_join_rule() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let bob = server.register("bob", PW).await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"room_version": "12", "initial_state": [
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+        ]}),
+    )
+    .await;
+    let knock = format!("/_matrix/client/v3/knock/{}", enc(&room));
+    let resp = assert_ok(
+        server
+            .post(&knock, bob.token(), json!({"reason": "hello"}))
+            .await,
+    );
+    assert_eq!(resp["room_id"], room.as_str());
+    let member = assert_ok(
+        server
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    enc(&room),
+                    enc(&bob.user_id)
+                ),
+                alice.token(),
+            )
+            .await,
+    );
+    assert_eq!(member["membership"], "knock");
+    assert_eq!(member["reason"], "hello");
+    // A knocking user is not a member: cannot send.
+    assert_error(
+        &send_text(&server, &bob, &room, "k1", "let me in").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Alice accepts by inviting; bob joins.
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    assert_ok(
+        server
+            .post(&invite, alice.token(), json!({"user_id": bob.user_id}))
+            .await,
+    );
+    assert_ok(
+        server
+            .post(
+                &format!("/_matrix/client/v3/join/{}", enc(&room)),
+                bob.token(),
+                json!({}),
+            )
+            .await,
+    );
+    assert_ok(send_text(&server, &bob, &room, "k2", "thanks").await);
+
+    // In an invite-only room knocking is refused.
+    let closed = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let knock = format!("/_matrix/client/v3/knock/{}", enc(&closed));
+    assert_error(
+        &server.post(&knock, bob.token(), json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+}

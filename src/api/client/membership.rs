@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use ruma::{
+    api::client::knock::knock_room,
     api::client::membership::{
         ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
         join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -61,6 +62,35 @@ pub async fn join_by_id_or_alias(
     };
     join(&state, &session.user_id, &room_id, body.reason.clone()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// `/knock/{roomIdOrAlias}`: asks to join a room whose join rule is `knock`.
+pub async fn knock(
+    State(state): State<AppState>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let session = request.session()?;
+    let body = &request.body;
+    let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
+        Ok(room_id) => room_id,
+        Err(_) => {
+            return Err(Error::not_found(
+                "Room aliases are not available yet on this server",
+            ))
+        }
+    };
+    let profile = member_profile(&state, &session.user_id);
+    state
+        .rooms
+        .change_membership(
+            &room_id,
+            &session.user_id,
+            &session.user_id,
+            Change::Knock(profile),
+            body.reason.clone(),
+        )
+        .await?;
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 pub async fn invite(

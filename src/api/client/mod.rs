@@ -64,6 +64,7 @@ pub fn router() -> Router<AppState> {
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)
         .ruma(membership::invite)
+        .ruma(membership::knock)
         .ruma(membership::leave)
         .ruma(membership::kick)
         .ruma(membership::ban)
