@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod rooms;
 pub mod server;
@@ -21,6 +22,7 @@ pub struct Services {
     pub storage: Arc<storage::Storage>,
     pub accounts: accounts::Accounts,
     pub rooms: rooms::Rooms,
+    pub directory: directory::Directory,
     pub signing_key: Arc<SigningKey>,
 }
 

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     accounts::Accounts,
     config::{Config, LogFormat},
+    directory::Directory,
     rooms::Rooms,
     server_keys,
     storage::{OpenMode, Storage},
@@ -69,12 +70,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signing_key.clone(),
         config.default_room_version.clone(),
     )?;
+    let directory = Directory::new(storage.clone(), config.server_name.clone());
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
         storage: storage.clone(),
         accounts,
         rooms,
+        directory,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

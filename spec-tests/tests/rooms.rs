@@ -535,3 +535,99 @@ async fn knocking_needs_a_knock_join_rule() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn upgrading_a_room_tombstones_it_and_carries_state_over() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let bob = server.register("bob", PW).await;
+    let old = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "room_version": "11", "name": "Old name", "topic": "kept"}),
+    )
+    .await;
+    assert_ok(
+        server
+            .post(
+                &format!("/_matrix/client/v3/join/{}", enc(&old)),
+                bob.token(),
+                json!({}),
+            )
+            .await,
+    );
+    let upgrade = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old));
+    // Bob (power 0) may not send the tombstone, so may not upgrade.
+    assert_error(
+        &server
+            .post(&upgrade, bob.token(), json!({"new_version": "12"}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let new = assert_ok(
+        server
+            .post(&upgrade, alice.token(), json!({"new_version": "12"}))
+            .await,
+    )["replacement_room"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state =
+        |room: &str, kind: &str| format!("/_matrix/client/v3/rooms/{}/state/{kind}/", enc(room));
+    let tombstone = assert_ok(
+        server
+            .get(&state(&old, "m.room.tombstone"), bob.token())
+            .await,
+    );
+    assert_eq!(tombstone["replacement_room"], new.as_str());
+    let create = assert_ok(
+        server
+            .get(&state(&new, "m.room.create"), alice.token())
+            .await,
+    );
+    assert_eq!(create["room_version"], "12");
+    assert_eq!(create["predecessor"]["room_id"], old.as_str());
+    assert_eq!(
+        assert_ok(server.get(&state(&new, "m.room.name"), alice.token()).await)["name"],
+        "Old name"
+    );
+    assert_eq!(
+        assert_ok(
+            server
+                .get(&state(&new, "m.room.topic"), alice.token())
+                .await
+        )["topic"],
+        "kept"
+    );
+    let join_rules = assert_ok(
+        server
+            .get(&state(&new, "m.room.join_rules"), alice.token())
+            .await,
+    );
+    assert_eq!(join_rules["join_rule"], "public");
+    // The creator of a v12 room is not listed in its power levels.
+    let levels = assert_ok(
+        server
+            .get(&state(&new, "m.room.power_levels"), alice.token())
+            .await,
+    );
+    assert!(levels["users"].get(&alice.user_id).is_none(), "{levels}");
+    // In the old room only moderators may speak now.
+    assert_error(
+        &send_text(&server, &bob, &old, "after", "hello?").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_ok(send_text(&server, &alice, &old, "after", "see you there").await);
+    // And bob can follow into the new room.
+    assert_ok(
+        server
+            .post(
+                &format!("/_matrix/client/v3/join/{}", enc(&new)),
+                bob.token(),
+                json!({}),
+            )
+            .await,
+    );
+}

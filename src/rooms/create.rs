@@ -33,6 +33,9 @@ pub struct CreateRoom {
     pub invite: Vec<OwnedUserId>,
     pub is_direct: bool,
     pub creator_profile: MemberProfile,
+    /// From `room_alias_name`, already reserved in the directory: sent as
+    /// `m.room.canonical_alias` right after the power levels (step 4).
+    pub canonical_alias: Option<ruma::OwnedRoomAliasId>,
 }
 
 fn raw(value: &Value) -> Result<Box<serde_json::value::RawValue>> {
@@ -191,6 +194,13 @@ impl Rooms {
             }
         }
         events.push(state("m.room.power_levels", "", power_levels)?);
+        if let Some(alias) = &request.canonical_alias {
+            events.push(state(
+                "m.room.canonical_alias",
+                "",
+                json!({ "alias": alias }),
+            )?);
+        }
 
         let (join_rule, guest_access) = match request.preset {
             Preset::PublicChat => ("public", "forbidden"),

@@ -14,16 +14,26 @@
 //! - `userdeviceidtxnid_response`: (user, device, txn id) → event id
 //!
 //! The parts: `pdu` (the event type), `auth` (ruma state-res), `short` (id
-//! interning), `state` (layered snapshots), `timeline` (stream positions).
+//! interning), `state` (layered snapshots), `timeline` (stream positions),
+//! `redact` (redactions), `relations` (relation and thread indexes, `/relations`,
+//! `/threads`), `bundle` (bundled aggregations), `context` (`/context`).
 
 pub mod auth;
+mod bundle;
+mod context;
 mod create;
 mod membership;
 pub mod pdu;
+mod power;
 mod read;
+mod redact;
+mod relations;
 pub mod short;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
+mod upgrade;
 
 use std::{
     collections::HashMap,
@@ -48,12 +58,15 @@ use crate::{
 };
 
 pub use self::{
+    context::Context,
     create::{CreateRoom, Preset},
     membership::{Change, MemberProfile},
     pdu::Pdu,
     read::{make_token, parse_token, Page},
+    relations::{RelationsPage, RelationsQuery, ThreadsPage},
     state::StateMap,
     timeline::Direction,
+    upgrade::Upgrade,
 };
 
 /// What the server must remember about a room outside its state.
@@ -96,6 +109,7 @@ pub struct Rooms {
     ids: short::ShortIds,
     state: state::StateStore,
     timeline: timeline::Timeline,
+    relations: relations::RelationIndex,
     pdus: Table<OwnedEventId, Pdu>,
     infos: Table<OwnedRoomId, RoomInfo>,
     extremities: Table<OwnedRoomId, Vec<OwnedEventId>>,
@@ -118,6 +132,7 @@ impl Rooms {
         Ok(Rooms {
             state: state::StateStore::new(&storage, ids.clone()),
             timeline: timeline::Timeline::new(&storage)?,
+            relations: relations::RelationIndex::new(&storage),
             ids,
             pdus: storage.table(Cf::EventIdPdu),
             infos: storage.table(Cf::RoomIdInfo),
@@ -341,6 +356,8 @@ impl Rooms {
             &event.content,
         )
         .map_err(|e| Error::bad_json(format!("Invalid event: {e}")))?;
+        self.check_local_redaction(&rules, room_id, sender, &event, &current)?;
+        self.check_local_relation(room_id, sender, &event)?;
         let mut auth_events = Vec::new();
         for (event_type, state_key) in &auth_types {
             if let Some(pdu) = self.state_event_in(&current, event_type, state_key)? {
@@ -455,6 +472,8 @@ impl Rooms {
         let position = self.timeline.next_position();
         self.timeline
             .append(shortroomid, position, event_id, batch)?;
+        self.index_relation(batch, shortroomid, position, pdu)?;
+        self.apply_redaction(batch, rules, pdu, current)?;
         batch.put(&self.extremities, room_id, &vec![event_id.clone()])?;
         Ok(())
     }

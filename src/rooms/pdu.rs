@@ -144,6 +144,14 @@ impl Pdu {
         self.state_key.is_some()
     }
 
+    /// Whether a redaction has been applied to the stored event: it then
+    /// carries `unsigned.redacted_because` (Client-Server API "Redactions").
+    pub fn is_redacted(&self) -> bool {
+        self.unsigned
+            .as_ref()
+            .is_some_and(|unsigned| unsigned.contains_key("redacted_because"))
+    }
+
     fn content_value(&self) -> Value {
         serde_json::from_str(self.content.get()).unwrap_or_else(|_| Value::Object(Map::new()))
     }

@@ -48,7 +48,7 @@ fn membership_of(pdu: &Pdu) -> Option<Membership> {
 
 impl Rooms {
     /// The room state just before `pdu` (empty for the create event).
-    fn state_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
+    pub(super) fn state_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
         let Some(short) = self.ids.event(&pdu.event_id)? else {
             return Ok(Arc::new(StateMap::new()));
         };
@@ -113,8 +113,20 @@ impl Rooms {
         }
     }
 
-    /// An event the user may see, or 404 (not 403: do not confirm its existence).
+    /// An event the user may see, or 404 (not 403: do not confirm its
+    /// existence), as served to them: with its bundled aggregations.
     pub fn visible_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Pdu> {
+        let pdu = self.visible_pdu(user_id, room_id, event_id)?;
+        self.with_aggregations(user_id, pdu)
+    }
+
+    /// [`visible_event`](Self::visible_event) as stored, without aggregations.
+    pub(super) fn visible_pdu(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -152,7 +164,7 @@ impl Rooms {
                 cursor = Some(position);
                 if let Some(pdu) = self.get_pdu(&event_id)? {
                     if self.can_see(user_id, &pdu)? {
-                        events.push(pdu);
+                        events.push(self.with_aggregations(user_id, pdu)?);
                         if events.len() == limit {
                             return Ok(Page {
                                 events,

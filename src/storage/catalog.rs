@@ -102,6 +102,21 @@ catalog! {
     UserRoomIdMembership => "userroomid_membership", Scan;
     /// (room id, user id) → membership: a room's members.
     RoomUserIdMembership => "roomuserid_membership", Scan;
+    /// Local room alias → its room and creator (`directory`).
+    AliasRoomId => "alias_roomid", Point;
+    /// (room id, alias) → (): a room's local aliases (`directory`).
+    RoomIdAlias => "roomid_alias", Scan;
+    /// Room id → (): the rooms published in the room directory (`directory`).
+    RoomIdPublished => "roomid_published", Scan;
+    /// (parent event id, child's stream position) → relation: an event's
+    /// children in order (`rooms::relations`).
+    EventIdPosRelation => "eventidpos_relation", Scan;
+    /// (parent event id, rel_type, child's stream position) → relation: an
+    /// event's children of one relationship type.
+    EventIdRelTypePosRelation => "eventidreltypepos_relation", Scan;
+    /// (short room id, position of the newest reply) → thread root: a room's
+    /// threads by latest activity.
+    RoomIdPosThreadRoot => "roomidpos_threadroot", Scan;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -54,11 +54,7 @@ pub async fn join_by_id_or_alias(
     let body = &request.body;
     let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
         Ok(room_id) => room_id,
-        Err(_) => {
-            return Err(Error::not_found(
-                "Room aliases are not available yet on this server",
-            ))
-        }
+        Err(alias) => state.directory.resolve_alias(&alias)?.room_id,
     };
     join(&state, &session.user_id, &room_id, body.reason.clone()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -73,11 +69,7 @@ pub async fn knock(
     let body = &request.body;
     let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
         Ok(room_id) => room_id,
-        Err(_) => {
-            return Err(Error::not_found(
-                "Room aliases are not available yet on this server",
-            ))
-        }
+        Err(alias) => state.directory.resolve_alias(&alias)?.room_id,
     };
     let profile = member_profile(&state, &session.user_id);
     state

@@ -3,10 +3,14 @@
 
 mod account;
 mod account_data;
+mod context;
 mod devices;
+mod directory;
 mod discovery;
 mod membership;
 mod profile;
+mod redaction;
+mod relations;
 mod rooms;
 mod session;
 
@@ -61,6 +65,7 @@ pub fn router() -> Router<AppState> {
         .ruma(rooms::get_state)
         .ruma(rooms::get_event)
         .ruma(rooms::messages)
+        .ruma(rooms::upgrade)
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)
         .ruma(membership::invite)
@@ -73,4 +78,18 @@ pub fn router() -> Router<AppState> {
         .ruma(membership::joined)
         .ruma(membership::members)
         .ruma(membership::joined_members_list)
+        .ruma(directory::set_alias)
+        .ruma(directory::get_alias)
+        .ruma(directory::delete_alias)
+        .ruma(directory::room_aliases)
+        .ruma(directory::get_visibility)
+        .ruma(directory::set_visibility)
+        .ruma(directory::public_rooms)
+        .ruma(directory::public_rooms_filtered)
+        .ruma(redaction::redact)
+        .ruma(relations::relations)
+        .ruma(relations::relations_with_rel_type)
+        .ruma(relations::relations_with_rel_type_and_event_type)
+        .ruma(relations::threads)
+        .ruma(context::context)
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use ruma::{
     api::client::{
         message::{get_message_events, send_message_event},
-        room::{create_room, get_room_event},
+        room::{create_room, get_room_event, upgrade_room},
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
     events::TimelineEventType,
@@ -51,13 +51,13 @@ pub async fn create(
 ) -> Result<create_room::v3::Response> {
     let session = request.session()?.clone();
     let body = request.body;
-    if body.room_alias_name.is_some() {
-        return Err(Error::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unrecognized,
-            "Room aliases are not available yet on this server",
-        ));
-    }
+    // Claimed before the room exists: 400 M_INVALID_PARAM / M_ROOM_IN_USE.
+    let alias = body
+        .room_alias_name
+        .as_deref()
+        .map(|localpart| state.directory.reserve_for_new_room(localpart))
+        .transpose()?;
+    let publish = body.visibility == ruma::api::client::room::Visibility::Public;
     let preset = match body.preset {
         Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
         Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
@@ -104,8 +104,15 @@ pub async fn create(
         invite: body.invite,
         is_direct: body.is_direct,
         creator_profile: member_profile(&state, &session.user_id),
+        canonical_alias: alias.as_ref().map(|a| a.alias().to_owned()),
     };
     let room_id = state.rooms.create_room(&session.user_id, options).await?;
+    if let Some(alias) = alias {
+        alias.commit(&room_id, &session.user_id).await?;
+    }
+    if publish {
+        state.directory.set_published(&room_id, true).await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 
@@ -141,6 +148,13 @@ pub async fn send_state(
     let session = request.session()?;
     let body = &request.body;
     object(body.body.json().get(), "State content")?;
+    if body.event_type == ruma::events::StateEventType::RoomCanonicalAlias
+        && body.state_key.is_empty()
+    {
+        state
+            .directory
+            .check_canonical_alias(&state.rooms, &body.room_id, body.body.json())?;
+    }
     let event = NewEvent {
         kind: TimelineEventType::from(body.event_type.to_string()),
         state_key: Some(body.state_key.clone()),
@@ -271,4 +285,23 @@ pub async fn messages(
         .map(|e| raw(&e.to_client_event()))
         .collect::<Result<_>>()?;
     Ok(response)
+}
+
+/// `POST /rooms/{roomId}/upgrade`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    request: Ruma<upgrade_room::v3::Request>,
+) -> Result<upgrade_room::v3::Response> {
+    let session = request.session()?.clone();
+    let body = request.body;
+    let upgrade = rooms::Upgrade {
+        new_version: body.new_version,
+        additional_creators: body.additional_creators,
+        profile: member_profile(&state, &session.user_id),
+    };
+    let new_room = state
+        .rooms
+        .upgrade_room(&body.room_id, &session.user_id, upgrade)
+        .await?;
+    Ok(upgrade_room::v3::Response::new(new_room))
 }
