@@ -631,3 +631,106 @@ async fn upgrading_a_room_tombstones_it_and_carries_state_over() {
             .await,
     );
 }
+
+#[tokio::test]
+async fn messages_filters_and_members_at_a_point_in_time() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let bob = server.register("bob", PW).await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    assert_ok(send_text(&server, &alice, &room, "a1", "from alice").await);
+    let before_bob = assert_ok(messages(&server, &alice, &room, "dir=b&limit=1").await)["start"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ok(
+        server
+            .post(
+                &format!("/_matrix/client/v3/join/{}", enc(&room)),
+                bob.token(),
+                json!({}),
+            )
+            .await,
+    );
+    assert_ok(send_text(&server, &bob, &room, "b1", "from bob").await);
+    let topic = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+        enc(&room)
+    );
+    assert_ok(
+        server
+            .put(&topic, alice.token(), json!({"topic": "t"}))
+            .await,
+    );
+
+    // Only bob's messages.
+    let filter = enc(&json!({"senders": [bob.user_id], "types": ["m.room.message"]}).to_string());
+    let page = assert_ok(messages(&server, &alice, &room, &format!("dir=b&filter={filter}")).await);
+    assert_eq!(bodies(&page), ["from bob"]);
+    assert_eq!(page["chunk"].as_array().unwrap().len(), 1, "{page}");
+    // Everything but messages, with wildcards.
+    let filter = enc(&json!({"not_types": ["m.room.mess*"]}).to_string());
+    let page = assert_ok(
+        messages(
+            &server,
+            &alice,
+            &room,
+            &format!("dir=b&limit=100&filter={filter}"),
+        )
+        .await,
+    );
+    assert!(
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] != "m.room.message"),
+        "{page}"
+    );
+    // Lazy-loaded members: the senders' member events come along.
+    let filter = enc(&json!({"types": ["m.room.message"], "lazy_load_members": true}).to_string());
+    let page = assert_ok(messages(&server, &alice, &room, &format!("dir=b&filter={filter}")).await);
+    let members: Vec<&str> = page["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert!(
+        members.contains(&bob.user_id.as_str()) && members.contains(&alice.user_id.as_str()),
+        "{page}"
+    );
+
+    // Members now, and before bob joined.
+    let members_path = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
+    let now = assert_ok(server.get(&members_path, alice.token()).await);
+    assert_eq!(now["chunk"].as_array().unwrap().len(), 2);
+    let then = assert_ok(
+        server
+            .get(&format!("{members_path}?at={before_bob}"), alice.token())
+            .await,
+    );
+    let then: Vec<&str> = then["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(then, [alice.user_id.as_str()]);
+    let joined_only = assert_ok(
+        server
+            .get(
+                &format!("{members_path}?membership=join&not_membership=leave"),
+                alice.token(),
+            )
+            .await,
+    );
+    assert_eq!(joined_only["chunk"].as_array().unwrap().len(), 2);
+    assert_error(
+        &server
+            .get(&format!("{members_path}?at=garbage"), alice.token())
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+}

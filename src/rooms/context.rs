@@ -220,13 +220,27 @@ mod tests {
         );
         let older = f
             .rooms
-            .messages(&bob, &room, Some(ctx.start), Direction::Backward, 2)
+            .messages(
+                &bob,
+                &room,
+                Some(ctx.start),
+                Direction::Backward,
+                2,
+                &no_filter(),
+            )
             .unwrap();
         let older: Vec<_> = older.events.iter().map(body).collect();
         assert_eq!(older, [json!("m7"), json!("m6")]);
         let newer = f
             .rooms
-            .messages(&bob, &room, Some(ctx.end), Direction::Forward, 1)
+            .messages(
+                &bob,
+                &room,
+                Some(ctx.end),
+                Direction::Forward,
+                1,
+                &no_filter(),
+            )
             .unwrap();
         assert_eq!(body(&newer.events[0]), "m14");
         // The state is the room's at the last event returned.

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use ruma::{events::StateEventType, EventId, RoomId, UserId};
+use ruma::{api::client::filter::RoomEventFilter, events::StateEventType, EventId, RoomId, UserId};
 use serde::Deserialize;
 
-use super::{timeline::Direction, Membership, Pdu, Rooms, StateMap};
+use super::{context::matches_filter, timeline::Direction, Membership, Pdu, Rooms, StateMap};
 use crate::error::{Error, Result};
 
 /// One page of `/messages`.
@@ -147,6 +147,7 @@ impl Rooms {
         from: Option<u64>,
         dir: Direction,
         limit: usize,
+        filter: &RoomEventFilter,
     ) -> Result<Page> {
         self.check_can_read(room_id, user_id)?;
         let Some(shortroomid) = self.ids.room(room_id)? else {
@@ -155,6 +156,11 @@ impl Rooms {
                 end: None,
             });
         };
+        // A filter that matches little must not turn one request into a scan of
+        // the whole room: past this many events the page ends early and the
+        // client continues from `end`.
+        let scan_budget = limit.saturating_mul(10).max(1000);
+        let mut scanned = 0;
         let mut events = Vec::new();
         let mut cursor = from;
         loop {
@@ -162,8 +168,9 @@ impl Rooms {
             let exhausted = batch.len() < limit.max(1);
             for (position, event_id) in batch {
                 cursor = Some(position);
+                scanned += 1;
                 if let Some(pdu) = self.get_pdu(&event_id)? {
-                    if self.can_see(user_id, &pdu)? {
+                    if matches_filter(filter, &pdu) && self.can_see(user_id, &pdu)? {
                         events.push(self.with_aggregations(user_id, pdu)?);
                         if events.len() == limit {
                             return Ok(Page {
@@ -177,7 +184,75 @@ impl Rooms {
             if exhausted {
                 return Ok(Page { events, end: None });
             }
+            if scanned >= scan_budget {
+                return Ok(Page {
+                    events,
+                    end: cursor,
+                });
+            }
         }
+    }
+
+    /// The room state as of stream position `position` (a `/sync` or
+    /// `/messages` token): the state after the room's last event at or before
+    /// it. Served only if the user may see that event.
+    pub fn state_at_position(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        position: u64,
+    ) -> Result<Vec<Pdu>> {
+        self.check_can_read(room_id, user_id)?;
+        let Some(shortroomid) = self.ids.room(room_id)? else {
+            return Ok(Vec::new());
+        };
+        let last = self.timeline.page(
+            shortroomid,
+            Some(position.saturating_add(1)),
+            Direction::Backward,
+            1,
+        )?;
+        let Some((_, event_id)) = last.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let Some(pdu) = self.get_pdu(&event_id)? else {
+            return Ok(Vec::new());
+        };
+        if !self.can_see(user_id, &pdu)? {
+            return Err(Error::forbidden(
+                "You could not see this room at that point",
+            ));
+        }
+        let mut map = (*self.state_before(&pdu)?).clone();
+        if let Some(state_key) = &pdu.state_key {
+            let event_type = StateEventType::from(pdu.kind.to_string());
+            if let (Some(key), Some(short)) = (
+                self.ids.state_key(&event_type, state_key)?,
+                self.ids.event(&pdu.event_id)?,
+            ) {
+                map.insert(key, short);
+            }
+        }
+        let mut out = Vec::with_capacity(map.len());
+        for (_, event_id) in self.resolve_state_map(&map)? {
+            if let Some(pdu) = self.get_pdu(&event_id)? {
+                out.push(pdu);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current member events of `users` (for lazy-loading members).
+    pub fn member_events(&self, room_id: &RoomId, users: &[&UserId]) -> Result<Vec<Pdu>> {
+        let mut out = Vec::new();
+        for user in users {
+            if let Some(pdu) =
+                self.current_state_event(room_id, &StateEventType::RoomMember, user.as_str())?
+            {
+                out.push(pdu);
+            }
+        }
+        Ok(out)
     }
 
     /// The room state the user may see: current state while they are joined (or

@@ -192,7 +192,7 @@ mod tests {
     use serde_json::json;
 
     use crate::rooms::{
-        testing::{errcode, fixture, user},
+        testing::{errcode, fixture, no_filter, user},
         Direction,
     };
 
@@ -222,7 +222,7 @@ mod tests {
             assert_eq!(because["content"]["reason"], "spam");
             let page = f
                 .rooms
-                .messages(&alice, &room, None, Direction::Backward, 5)
+                .messages(&alice, &room, None, Direction::Backward, 5, &no_filter())
                 .unwrap();
             let listed = page.events.iter().find(|e| e.event_id == secret).unwrap();
             assert_eq!(listed.content.get(), "{}");

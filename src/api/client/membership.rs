@@ -18,7 +18,7 @@ use super::rooms::{member_profile, raw};
 use crate::{
     api::ruma::Ruma,
     error::{Error, Result},
-    rooms::{Change, Membership},
+    rooms::{self, Change, Membership},
     AppState,
 };
 
@@ -227,13 +227,6 @@ pub async fn members(
 ) -> Result<get_member_events::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    if body.at.is_some() {
-        return Err(Error::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unrecognized,
-            "The `at` parameter is not supported yet",
-        ));
-    }
     let wanted = |m: &str| {
         body.membership
             .as_ref()
@@ -244,7 +237,17 @@ pub async fn members(
                 .is_none_or(|n: &MembershipState| n.as_str() != m)
     };
     let mut chunk = Vec::new();
-    for pdu in state.rooms.state_for(&session.user_id, &body.room_id)? {
+    let room_state = match &body.at {
+        Some(token) => {
+            let position = rooms::parse_token(token)
+                .ok_or_else(|| Error::invalid_param(format!("Invalid token {token}")))?;
+            state
+                .rooms
+                .state_at_position(&session.user_id, &body.room_id, position)?
+        }
+        None => state.rooms.state_for(&session.user_id, &body.room_id)?,
+    };
+    for pdu in room_state {
         if pdu.kind != ruma::events::TimelineEventType::RoomMember {
             continue;
         }

@@ -248,9 +248,14 @@ pub async fn messages(
         ruma::api::Direction::Backward => Direction::Backward,
     };
     let limit = usize::try_from(body.limit.min(UInt::from(1000u32))).unwrap_or(1000);
-    let page = state
-        .rooms
-        .messages(&session.user_id, &body.room_id, from, dir, limit)?;
+    let page = state.rooms.messages(
+        &session.user_id,
+        &body.room_id,
+        from,
+        dir,
+        limit,
+        &body.filter,
+    )?;
     let mut events: Vec<Pdu> = page.events;
     let mut end = page.end;
     if let Some(to) = to {
@@ -280,6 +285,19 @@ pub async fn messages(
     let mut response = get_message_events::v3::Response::new();
     response.start = start;
     response.end = end.map(rooms::make_token);
+    if !body.filter.lazy_load_options.is_disabled() {
+        let mut senders: Vec<&ruma::UserId> = Vec::new();
+        for pdu in &events {
+            if !senders.contains(&pdu.sender.as_ref()) {
+                senders.push(&pdu.sender);
+            }
+        }
+        let members = state.rooms.member_events(&body.room_id, &senders)?;
+        response.state = members
+            .iter()
+            .map(|e| raw(&e.to_client_event()))
+            .collect::<Result<_>>()?;
+    }
     response.chunk = events
         .iter()
         .map(|e| raw(&e.to_client_event()))
