@@ -10,6 +10,17 @@ use crate::error::{Error, Result};
 /// `/account_data` (405 `M_BAD_JSON`).
 const SERVER_MANAGED_TYPES: &[&str] = &["m.fully_read", "m.push_rules"];
 
+fn client_settable(event_type: &str) -> Result<()> {
+    if SERVER_MANAGED_TYPES.contains(&event_type) {
+        return Err(Error::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            ruma::api::error::ErrorKind::BadJson,
+            format!("{event_type} cannot be set through the account data API"),
+        ));
+    }
+    Ok(())
+}
+
 impl Accounts {
     pub fn global_account_data(
         &self,
@@ -27,13 +38,7 @@ impl Accounts {
         event_type: &str,
         content: serde_json::Value,
     ) -> Result<()> {
-        if SERVER_MANAGED_TYPES.contains(&event_type) {
-            return Err(Error::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                ruma::api::error::ErrorKind::BadJson,
-                format!("{event_type} cannot be set through the account data API"),
-            ));
-        }
+        client_settable(event_type)?;
         if !content.is_object() {
             return Err(Error::bad_json(
                 "Account data content must be a JSON object",
@@ -69,13 +74,7 @@ impl Accounts {
         event_type: &str,
         content: serde_json::Value,
     ) -> Result<()> {
-        if SERVER_MANAGED_TYPES.contains(&event_type) {
-            return Err(Error::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                ruma::api::error::ErrorKind::BadJson,
-                format!("{event_type} cannot be set through the account data API"),
-            ));
-        }
+        client_settable(event_type)?;
         self.put_room_account_data(user_id, room_id, event_type, content)
             .await
     }

@@ -123,22 +123,30 @@ pub async fn invite(
     Ok(invite_user::v3::Response::new())
 }
 
+/// One membership change by the caller, as the kick/ban/unban/leave endpoints ask.
+async fn change<T>(
+    state: &AppState,
+    request: &Ruma<T>,
+    room_id: &OwnedRoomId,
+    target: Option<&OwnedUserId>,
+    change: Change,
+    reason: Option<String>,
+) -> Result<()> {
+    let session = request.session()?;
+    let target = target.unwrap_or(&session.user_id);
+    state
+        .rooms
+        .change_membership(room_id, &session.user_id, target, change, reason)
+        .await?;
+    Ok(())
+}
+
 pub async fn leave(
     State(state): State<AppState>,
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
-    let session = request.session()?;
-    let body = &request.body;
-    state
-        .rooms
-        .change_membership(
-            &body.room_id,
-            &session.user_id,
-            &session.user_id,
-            Change::Leave,
-            body.reason.clone(),
-        )
-        .await?;
+    let (room_id, reason) = (&request.body.room_id, request.body.reason.clone());
+    change(&state, &request, room_id, None, Change::Leave, reason).await?;
     Ok(leave_room::v3::Response::new())
 }
 
@@ -146,18 +154,16 @@ pub async fn kick(
     State(state): State<AppState>,
     request: Ruma<kick_user::v3::Request>,
 ) -> Result<kick_user::v3::Response> {
-    let session = request.session()?;
     let body = &request.body;
-    state
-        .rooms
-        .change_membership(
-            &body.room_id,
-            &session.user_id,
-            &body.user_id,
-            Change::Kick,
-            body.reason.clone(),
-        )
-        .await?;
+    change(
+        &state,
+        &request,
+        &body.room_id,
+        Some(&body.user_id),
+        Change::Kick,
+        body.reason.clone(),
+    )
+    .await?;
     Ok(kick_user::v3::Response::new())
 }
 
@@ -165,18 +171,16 @@ pub async fn ban(
     State(state): State<AppState>,
     request: Ruma<ban_user::v3::Request>,
 ) -> Result<ban_user::v3::Response> {
-    let session = request.session()?;
     let body = &request.body;
-    state
-        .rooms
-        .change_membership(
-            &body.room_id,
-            &session.user_id,
-            &body.user_id,
-            Change::Ban,
-            body.reason.clone(),
-        )
-        .await?;
+    change(
+        &state,
+        &request,
+        &body.room_id,
+        Some(&body.user_id),
+        Change::Ban,
+        body.reason.clone(),
+    )
+    .await?;
     Ok(ban_user::v3::Response::new())
 }
 
@@ -184,18 +188,17 @@ pub async fn unban(
     State(state): State<AppState>,
     request: Ruma<unban_user::v3::Request>,
 ) -> Result<unban_user::v3::Response> {
-    let session = request.session()?;
     let body = &request.body;
-    state
-        .rooms
-        .change_membership(
-            &body.room_id,
-            &session.user_id,
-            &body.user_id,
-            Change::Unban,
-            body.reason.clone(),
-        )
-        .await?;
+    let reason = body.reason.clone();
+    change(
+        &state,
+        &request,
+        &body.room_id,
+        Some(&body.user_id),
+        Change::Unban,
+        reason,
+    )
+    .await?;
     Ok(unban_user::v3::Response::new())
 }
 
