@@ -22,6 +22,8 @@ struct Options {
     senders: Vec<usize>,
     messages: usize,
     room_version: String,
+    /// Each sender in a room of its own instead of all in one.
+    room_per_sender: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -31,6 +33,7 @@ fn parse_args() -> Result<Options, String> {
         senders: vec![1, 10],
         messages: 2000,
         room_version: "12".into(),
+        room_per_sender: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -48,10 +51,11 @@ fn parse_args() -> Result<Options, String> {
                 options.messages = value()?.parse().map_err(|_| "bad --messages".to_owned())?
             }
             "--room-version" => options.room_version = value()?,
+            "--room-per-sender" => options.room_per_sender = true,
             "--help" | "-h" => {
                 return Err(
                     "usage: loadgen [--feathur BIN | --url http://127.0.0.1:PORT] \
-                     [--senders 1,10] [--messages N] [--room-version 12]"
+                     [--senders 1,10] [--messages N] [--room-version 12] [--room-per-sender]"
                         .into(),
                 )
             }
@@ -107,41 +111,52 @@ async fn scenario(
     senders: usize,
     per_sender: usize,
     room_version: &str,
+    room_per_sender: bool,
 ) -> Result<(), String> {
     let mut tokens = Vec::new();
     for i in 0..senders {
         tokens.push(register(&client, &format!("load{run}x{i}")).await?);
     }
-    let (status, created) = client
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&tokens[0]),
-            json!({"preset": "public_chat", "room_version": room_version}),
-        )
-        .await;
-    let room = created["room_id"]
-        .as_str()
-        .ok_or(format!("createRoom: {status} {created}"))?
-        .to_owned();
-    for token in &tokens[1..] {
-        let (status, body) = client
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                Some(token),
-                json!({}),
-            )
-            .await;
-        if !status.is_success() {
-            return Err(format!("join: {status} {body}"));
+    let create = |token: String| {
+        let client = client.clone();
+        let body = json!({"preset": "public_chat", "room_version": room_version});
+        async move {
+            let (status, created) = client
+                .post("/_matrix/client/v3/createRoom", Some(&token), body)
+                .await;
+            created["room_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(format!("createRoom: {status} {created}"))
         }
+    };
+    let mut rooms = Vec::new();
+    if room_per_sender {
+        for token in &tokens {
+            rooms.push(create(token.clone()).await?);
+        }
+    } else {
+        let room = create(tokens[0].clone()).await?;
+        for token in &tokens[1..] {
+            let (status, body) = client
+                .post(
+                    &format!("/_matrix/client/v3/join/{}", enc(&room)),
+                    Some(token),
+                    json!({}),
+                )
+                .await;
+            if !status.is_success() {
+                return Err(format!("join: {status} {body}"));
+            }
+        }
+        rooms = vec![room; tokens.len()];
     }
 
     let deadline = Instant::now() + Duration::from_secs(600);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (sender, token) in tokens.into_iter().enumerate() {
+    for (sender, (token, room)) in tokens.into_iter().zip(rooms).enumerate() {
         let client = client.clone();
-        let room = room.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_sender);
             for n in 0..per_sender {
@@ -176,8 +191,9 @@ async fn scenario(
     latencies.sort();
     let total = latencies.len();
     println!(
-        "senders={senders:<3} messages={total:<6} room_version={room_version} \
+        "senders={senders:<3} rooms={:<3} messages={total:<6} room_version={room_version} \
          sends/s={:>8.0}  p50={:.2}ms  p99={:.2}ms  max={:.2}ms",
+        if room_per_sender { senders } else { 1 },
         total as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
@@ -222,6 +238,7 @@ async fn main() {
             senders,
             per_sender,
             &options.room_version,
+            options.room_per_sender,
         )
         .await
         {
