@@ -734,3 +734,56 @@ async fn messages_filters_and_members_at_a_point_in_time() {
         "M_INVALID_PARAM",
     );
 }
+
+#[tokio::test]
+async fn upgrading_moves_local_aliases_and_the_listing() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let old = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "visibility": "public", "room_alias_name": "lobby"}),
+    )
+    .await;
+    let alias = format!("#lobby:{}", server.server_name());
+    let upgrade = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old));
+    let new = assert_ok(
+        server
+            .post(&upgrade, alice.token(), json!({"new_version": "12"}))
+            .await,
+    )["replacement_room"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resolved = assert_ok(
+        server
+            .get(
+                &format!("/_matrix/client/v3/directory/room/{}", enc(&alias)),
+                None,
+            )
+            .await,
+    );
+    assert_eq!(resolved["room_id"], new.as_str());
+    let state = |room: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.canonical_alias/",
+            enc(room)
+        )
+    };
+    assert_eq!(
+        assert_ok(server.get(&state(&new), alice.token()).await)["alias"],
+        alias.as_str()
+    );
+    assert!(assert_ok(server.get(&state(&old), alice.token()).await)
+        .get("alias")
+        .is_none());
+    let listing = |room: &str| format!("/_matrix/client/v3/directory/list/room/{}", enc(room));
+    assert_eq!(
+        assert_ok(server.get(&listing(&new), None).await)["visibility"],
+        "public"
+    );
+    assert_eq!(
+        assert_ok(server.get(&listing(&old), None).await)["visibility"],
+        "private"
+    );
+}

@@ -21,15 +21,16 @@ use std::{collections::HashSet, sync::Arc};
 use axum::http::StatusCode;
 use parking_lot::Mutex;
 use ruma::{
-    api::error::ErrorKind, events::StateEventType, OwnedRoomAliasId, OwnedRoomId, OwnedServerName,
-    OwnedUserId, RoomAliasId, RoomId, UserId,
+    api::error::ErrorKind,
+    events::{StateEventType, TimelineEventType},
+    OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue as RawJsonValue, Value};
 
 use crate::{
     error::{Error, Result},
-    rooms::Rooms,
+    rooms::{NewEvent, Rooms},
     storage::{Cf, Storage, Table},
 };
 
@@ -368,4 +369,51 @@ fn canonical_aliases(content: &RawJsonValue) -> Result<Vec<String>> {
         Some(_) => return Err(invalid()),
     }
     Ok(out)
+}
+
+impl Directory {
+    /// After a room upgrade (Client-Server API: "Room Upgrades"): the old room's
+    /// local aliases and its directory listing move to the replacement, and the
+    /// canonical alias event follows them (emptied in the old room).
+    pub async fn follow_upgrade(
+        &self,
+        rooms: &Rooms,
+        old: &RoomId,
+        new: &RoomId,
+        sender: &UserId,
+    ) -> Result<()> {
+        let mut batch = self.storage.batch();
+        for alias in self.aliases_of(old)? {
+            if let Some(mut record) = self.aliases.get(&alias)? {
+                record.room_id = new.to_owned();
+                batch.put(&self.aliases, &alias, &record)?;
+            }
+            batch.delete(&self.room_aliases, &(old.to_owned(), alias.clone()));
+            batch.put(&self.room_aliases, &(new.to_owned(), alias), &())?;
+        }
+        if self.published.contains(&old.to_owned())? {
+            batch.delete(&self.published, &old.to_owned());
+            batch.put(&self.published, &new.to_owned(), &())?;
+        }
+        if !batch.is_empty() {
+            self.storage.commit(batch).await?;
+        }
+
+        let canonical = StateEventType::RoomCanonicalAlias;
+        if let Some(event) = rooms.current_state_event(old, &canonical, "")? {
+            let state_event = |content: Box<serde_json::value::RawValue>| NewEvent {
+                kind: TimelineEventType::RoomCanonicalAlias,
+                state_key: Some(String::new()),
+                content,
+                redacts: None,
+            };
+            rooms
+                .send(new, sender, state_event(event.content.clone()), None)
+                .await?;
+            let empty = serde_json::value::to_raw_value(&serde_json::json!({}))
+                .map_err(|e| Error::internal(format!("{e}")))?;
+            rooms.send(old, sender, state_event(empty), None).await?;
+        }
+        Ok(())
+    }
 }

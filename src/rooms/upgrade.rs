@@ -95,7 +95,7 @@ impl Rooms {
                     topic: None,
                     invite: Vec::new(),
                     is_direct: false,
-                    // Moving aliases to the new room is not done yet.
+                    // Aliases follow in `Directory::follow_upgrade`.
                     canonical_alias: None,
                     creator_profile: upgrade.profile,
                 },

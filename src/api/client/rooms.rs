@@ -321,5 +321,9 @@ pub async fn upgrade(
         .rooms
         .upgrade_room(&body.room_id, &session.user_id, upgrade)
         .await?;
+    state
+        .directory
+        .follow_upgrade(&state.rooms, &body.room_id, &new_room, &session.user_id)
+        .await?;
     Ok(upgrade_room::v3::Response::new(new_room))
 }
