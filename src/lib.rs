@@ -11,6 +11,7 @@ pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod storage;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub rooms: rooms::Rooms,
     pub directory: directory::Directory,
+    pub sync: sync::SyncService,
     pub signing_key: Arc<SigningKey>,
 }
 

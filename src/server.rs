@@ -13,6 +13,7 @@ use crate::{
     rooms::Rooms,
     server_keys,
     storage::{OpenMode, Storage},
+    sync::SyncService,
     Services,
 };
 
@@ -71,6 +72,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.default_room_version.clone(),
     )?;
     let directory = Directory::new(storage.clone(), config.server_name.clone());
+    let sync = SyncService::new(storage.clone());
+    sync.attach(&rooms);
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
@@ -78,6 +81,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         accounts,
         rooms,
         directory,
+        sync,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

@@ -112,6 +112,7 @@ impl Rooms {
         let room_id = create.room_id.clone();
 
         let _guard = self.lock_room(&room_id).await;
+        let mut in_flight = self.stream.begin();
         if self.room_info(&room_id)?.is_some() {
             return Err(Error::internal("room id collision"));
         }
@@ -130,12 +131,15 @@ impl Rooms {
             &StateMap::new(),
         )?;
         self.storage.commit(batch).await?;
+        in_flight.changed(Some(room_id.clone()), vec![creator.to_owned()]);
 
         for event in self.initial_events(creator, &request, &version)? {
             let mut batch = self.storage.batch();
             self.append_local(&mut batch, &room_id, &info, creator, event)?;
             self.storage.commit(batch).await?;
         }
+        in_flight.changed(Some(room_id.clone()), request.invite.clone());
+        in_flight.done();
         tracing::info!(%room_id, %creator, %version, "room created");
         Ok(room_id)
     }

@@ -30,6 +30,8 @@ mod redact;
 mod relations;
 pub mod short;
 pub mod state;
+pub mod stream;
+pub mod sync_support;
 #[cfg(test)]
 mod testing;
 pub mod timeline;
@@ -119,6 +121,8 @@ pub struct Rooms {
     /// One writer per room at a time: prev_events, state and extremities of
     /// an event are read and replaced together.
     room_locks: StdMutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Writers in flight: the committed position and wake-ups (`stream`).
+    stream: Arc<stream::Stream>,
 }
 
 impl Rooms {
@@ -129,9 +133,11 @@ impl Rooms {
         default_version: RoomVersionId,
     ) -> Result<Rooms> {
         let ids = short::ShortIds::new(&storage)?;
+        let timeline = timeline::Timeline::new(&storage)?;
         Ok(Rooms {
             state: state::StateStore::new(&storage, ids.clone()),
-            timeline: timeline::Timeline::new(&storage)?,
+            stream: stream::Stream::new(&storage, timeline.clone()),
+            timeline,
             relations: relations::RelationIndex::new(&storage),
             ids,
             pdus: storage.table(Cf::EventIdPdu),
@@ -307,6 +313,7 @@ impl Rooms {
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
         let _guard = self.lock_room(room_id).await;
+        let mut in_flight = self.stream.begin();
         // A transaction id is scoped to the device and the endpoint, and the
         // endpoint names the room: length-prefix the room id to keep it unambiguous.
         let txn_key = txn.map(|t| {
@@ -327,6 +334,11 @@ impl Rooms {
             batch.put(&self.txns, key, &pdu.event_id)?;
         }
         self.storage.commit(batch).await?;
+        let target = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
+            .flatten();
+        in_flight.changed(Some(room_id.to_owned()), target.into_iter().collect());
+        in_flight.done();
         Ok(pdu.event_id)
     }
 

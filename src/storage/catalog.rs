@@ -117,6 +117,11 @@ catalog! {
     /// (short room id, position of the newest reply) → thread root: a room's
     /// threads by latest activity.
     RoomIdPosThreadRoot => "roomidpos_threadroot", Scan;
+    /// (user id, filter id) → filter definition (`sync::filter`).
+    UserIdFilterIdFilter => "useridfilterid_filter", Point;
+    /// (user id, room id or "", type) → (content digest, stream position of
+    /// the last change): account data changes for `/sync` (`sync::account_data`).
+    UserScopeTypeAccountDataPos => "userscopetype_accountdatapos", Scan;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -13,6 +13,7 @@ mod redaction;
 mod relations;
 mod rooms;
 mod session;
+mod sync;
 
 use axum::{routing::get, Router};
 
@@ -92,4 +93,7 @@ pub fn router() -> Router<AppState> {
         .ruma(relations::relations_with_rel_type_and_event_type)
         .ruma(relations::threads)
         .ruma(context::context)
+        .ruma(sync::sync)
+        .ruma(sync::create_filter)
+        .ruma(sync::get_filter)
 }

@@ -1,0 +1,75 @@
+//! `/sync` (Client-Server API "Syncing"): what changed for a user since a
+//! token, waiting for it when nothing has.
+//!
+//! - `notifier`: per-user wake-ups; the rooms service feeds it after commits
+//!   (`rooms::stream`), once the committed stream position covers them.
+//! - `v2`: `GET /sync`: rooms (join / invite / knock / leave) with timeline,
+//!   state, summary and account data, and the long-poll loop.
+//! - `filter`: stored filters and the filter a request names.
+//! - `account_data`: stream positions for account data changes.
+//!
+//! Tokens are stream positions (`s<position>`, `rooms::make_token`), the
+//! same tokens `/messages` takes; `next_batch` is always the *committed*
+//! stream position (`Rooms::committed_position`), never one still in flight.
+//!
+//! Tables (key → value):
+//! - `useridfilterid_filter`: (user id, filter id) → filter JSON
+//! - `userscopetype_accountdatapos`: (user id, room id or "", type) →
+//!   (content digest, position of the last change)
+//!
+//! It reads the accounts' account data tables directly (read-only).
+
+mod account_data;
+pub mod filter;
+pub mod notifier;
+mod v2;
+
+use std::sync::Arc;
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde_json::Value;
+
+use crate::{
+    rooms::Rooms,
+    storage::{Cf, Storage, Table},
+};
+
+pub use self::{notifier::Notifier, v2::SyncRequest};
+
+/// The sync domain. Build once and hand the notifier to the rooms service
+/// ([`SyncService::attach`]).
+pub struct SyncService {
+    storage: Arc<Storage>,
+    notifier: Arc<Notifier>,
+    filters: Table<(OwnedUserId, String), String>,
+    stamps: Table<(OwnedUserId, String, String), (u64, u64)>,
+    global_data: Table<(OwnedUserId, String), Value>,
+    room_data: Table<(OwnedUserId, OwnedRoomId, String), Value>,
+}
+
+impl SyncService {
+    pub fn new(storage: Arc<Storage>) -> SyncService {
+        SyncService {
+            notifier: Notifier::new(),
+            filters: storage.table(Cf::UserIdFilterIdFilter),
+            stamps: storage.table(Cf::UserScopeTypeAccountDataPos),
+            global_data: storage.table(Cf::UserIdTypeAccountData),
+            room_data: storage.table(Cf::UserRoomIdTypeAccountData),
+            storage,
+        }
+    }
+
+    /// Makes `rooms` wake waiting syncs after each committed event.
+    pub fn attach(&self, rooms: &Rooms) {
+        rooms.stream().set_listener(self.notifier.clone());
+    }
+
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
+    }
+
+    /// Wakes `user`'s waiting syncs (for changes outside room timelines).
+    pub fn notify_user(&self, user: &UserId) {
+        self.notifier.notify_user(user);
+    }
+}
