@@ -7,11 +7,14 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod push;
+pub mod receipts;
 pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod storage;
 pub mod sync;
+pub mod typing;
 
 use std::sync::Arc;
 
@@ -25,6 +28,9 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub directory: directory::Directory,
     pub sync: sync::SyncService,
+    pub push: Arc<push::Push>,
+    pub typing: typing::Typing,
+    pub receipts: Arc<receipts::Receipts>,
     pub signing_key: Arc<SigningKey>,
 }
 

@@ -74,6 +74,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let directory = Directory::new(storage.clone(), config.server_name.clone());
     let sync = SyncService::new(storage.clone());
     sync.attach(&rooms);
+    let push = crate::push::Push::new(storage.clone());
+    push.attach(&rooms);
+    let typing = crate::typing::Typing::new(storage.clone());
+    let receipts = Arc::new(crate::receipts::Receipts::new(storage.clone()));
+    sync.attach_ephemeral(crate::receipts::Ephemeral::new(
+        typing.clone(),
+        receipts.clone(),
+    ));
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
@@ -82,6 +90,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         rooms,
         directory,
         sync,
+        push,
+        typing,
+        receipts,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

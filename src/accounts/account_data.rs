@@ -53,6 +53,30 @@ impl Accounts {
         self.storage.commit(batch).await?;
         Ok(())
     }
+
+    /// Writes global account data of a type the server manages itself
+    /// (`m.push_rules`, written by the `push` domain; Client-Server API
+    /// "Push Rules": clients see the rules as this account data in `/sync`).
+    pub async fn set_server_account_data(
+        &self,
+        user_id: &OwnedUserId,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        if !SERVER_MANAGED_TYPES.contains(&event_type) {
+            return Err(Error::internal(format!(
+                "{event_type} is not server-managed account data"
+            )));
+        }
+        let mut batch = self.storage.batch();
+        batch.put(
+            &self.account_data,
+            &(user_id.clone(), event_type.to_owned()),
+            &content,
+        )?;
+        self.storage.commit(batch).await?;
+        Ok(())
+    }
 }
 
 impl Accounts {
@@ -76,6 +100,19 @@ impl Accounts {
     ) -> Result<()> {
         client_settable(event_type)?;
         self.put_room_account_data(user_id, room_id, event_type, content)
+            .await
+    }
+
+    /// Moves the room's `m.fully_read` marker (Client-Server API "Fully read
+    /// markers"): clients may not write it directly, `/read_markers` does.
+    pub async fn set_fully_read(
+        &self,
+        user_id: &OwnedUserId,
+        room_id: &OwnedRoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<()> {
+        let content = serde_json::json!({ "event_id": event_id });
+        self.put_room_account_data(user_id, room_id, "m.fully_read", content)
             .await
     }
 

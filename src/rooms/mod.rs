@@ -39,7 +39,9 @@ mod upgrade;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex as StdMutex},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex as StdMutex, OnceLock},
 };
 
 use axum::http::StatusCode;
@@ -103,6 +105,18 @@ pub struct NewEvent {
     pub redacts: Option<OwnedEventId>,
 }
 
+/// Told about each local event sent with [`Rooms::send`] once it is
+/// durable, before the committed stream position passes it (the `push`
+/// domain evaluates push rules for unread counts). Failures are the hook's
+/// to log: the event is already stored.
+pub trait EventHook: Send + Sync {
+    fn committed<'a>(
+        &'a self,
+        rooms: &'a Rooms,
+        pdu: &'a Pdu,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 pub struct Rooms {
     storage: Arc<Storage>,
     server_name: OwnedServerName,
@@ -123,6 +137,7 @@ pub struct Rooms {
     room_locks: StdMutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Writers in flight: the committed position and wake-ups (`stream`).
     stream: Arc<stream::Stream>,
+    event_hook: OnceLock<Arc<dyn EventHook>>,
 }
 
 impl Rooms {
@@ -147,11 +162,17 @@ impl Rooms {
             room_memberships: storage.table(Cf::RoomUserIdMembership),
             txns: storage.table(Cf::UserDeviceIdTxnIdResponse),
             room_locks: StdMutex::new(HashMap::new()),
+            event_hook: OnceLock::new(),
             server_name,
             signing_key,
             default_version,
             storage,
         })
+    }
+
+    /// Sets the [`EventHook`]; only the first call has an effect.
+    pub fn set_event_hook(&self, hook: Arc<dyn EventHook>) {
+        let _ = self.event_hook.set(hook);
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -312,7 +333,7 @@ impl Rooms {
         event: NewEvent,
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
-        let _guard = self.lock_room(room_id).await;
+        let guard = self.lock_room(room_id).await;
         let mut in_flight = self.stream.begin();
         // A transaction id is scoped to the device and the endpoint, and the
         // endpoint names the room: length-prefix the room id to keep it unambiguous.
@@ -334,6 +355,10 @@ impl Rooms {
             batch.put(&self.txns, key, &pdu.event_id)?;
         }
         self.storage.commit(batch).await?;
+        drop(guard);
+        if let Some(hook) = self.event_hook.get() {
+            hook.committed(self, &pdu).await;
+        }
         let target = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
             .flatten();

@@ -122,6 +122,18 @@ catalog! {
     /// (user id, room id or "", type) → (content digest, stream position of
     /// the last change): account data changes for `/sync` (`sync::account_data`).
     UserScopeTypeAccountDataPos => "userscopetype_accountdatapos", Scan;
+    /// (room id, user id, "receipt type thread") → receipt: one per user,
+    /// type and thread (`receipts`).
+    RoomUserSlotReceipt => "roomuserslot_receipt", Scan;
+    /// (room id, stream position) → (user id, slot): a room's receipt
+    /// changes in stream order, for incremental `/sync` (`receipts`).
+    RoomIdPosReceipt => "roomidpos_receipt", Scan;
+    /// (user id, room id, stream position) → unread notification (highlight,
+    /// thread): one row per notifying event until a receipt covers it (`push`).
+    UserRoomPosNotification => "userroompos_notification", Scan;
+    /// (user id, room id, "" | "main" | thread root) → newest read receipt
+    /// position in that scope, as applied to the counts (`push`).
+    UserRoomThreadPushReadPos => "userroomthread_pushreadpos", Point;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -24,7 +24,7 @@ pub mod filter;
 pub mod notifier;
 mod v2;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
@@ -45,6 +45,8 @@ pub struct SyncService {
     stamps: Table<(OwnedUserId, String, String), (u64, u64)>,
     global_data: Table<(OwnedUserId, String), Value>,
     room_data: Table<(OwnedUserId, OwnedRoomId, String), Value>,
+    /// Typing and receipts for rooms' `ephemeral` sections, once attached.
+    ephemeral: OnceLock<crate::receipts::Ephemeral>,
 }
 
 impl SyncService {
@@ -55,6 +57,7 @@ impl SyncService {
             stamps: storage.table(Cf::UserScopeTypeAccountDataPos),
             global_data: storage.table(Cf::UserIdTypeAccountData),
             room_data: storage.table(Cf::UserRoomIdTypeAccountData),
+            ephemeral: OnceLock::new(),
             storage,
         }
     }
@@ -62,6 +65,11 @@ impl SyncService {
     /// Makes `rooms` wake waiting syncs after each committed event.
     pub fn attach(&self, rooms: &Rooms) {
         rooms.stream().set_listener(self.notifier.clone());
+    }
+
+    /// Makes `/sync` report typing and receipts; only the first call counts.
+    pub fn attach_ephemeral(&self, ephemeral: crate::receipts::Ephemeral) {
+        let _ = self.ephemeral.set(ephemeral);
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

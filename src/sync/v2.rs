@@ -25,12 +25,9 @@ use std::time::Duration;
 use ruma::{
     api::client::{
         filter::FilterDefinition,
-        sync::sync_events::{
-            v3::{
-                GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
-                LeftRoom, Response, RoomAccountData, RoomSummary, State, StateEvents, Timeline,
-            },
-            UnreadNotificationsCount,
+        sync::sync_events::v3::{
+            GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
+            LeftRoom, Response, RoomAccountData, RoomSummary, State, StateEvents, Timeline,
         },
     },
     serde::Raw,
@@ -213,18 +210,35 @@ impl SyncService {
         let full = request.full_state || since.is_none_or(|s| member_pos > s);
         let (timeline, state) =
             self.room_contents(rooms, user, room_id, request, since, upto, full)?;
-        if !full && timeline.is_empty() && state.is_empty() && account_data.is_empty() {
+        let ephemeral = match self.ephemeral.get() {
+            Some(source) => source.room_events(
+                user,
+                room_id,
+                &request.filter.room.ephemeral,
+                since.filter(|_| !full),
+                upto,
+            )?,
+            None => Vec::new(),
+        };
+        if !full
+            && timeline.is_empty()
+            && state.is_empty()
+            && account_data.is_empty()
+            && ephemeral.is_empty()
+        {
             return Ok(None);
         }
         let mut joined = JoinedRoom::new();
+        joined.ephemeral.events = ephemeral;
         joined.timeline = timeline;
         joined.state = state;
         joined.account_data = account_data;
         joined.summary = summary(rooms, room_id, user)?;
-        let mut unread = UnreadNotificationsCount::new();
-        unread.highlight_count = Some(UInt::MIN);
-        unread.notification_count = Some(UInt::MIN);
-        joined.unread_notifications = unread;
+        // Counts up to `upto`, as the timeline (`push`; spec "Receiving notifications").
+        let threads = request.filter.room.timeline.unread_thread_notifications;
+        let unread = crate::push::unread_counts(&self.storage, user, room_id, upto, threads)?;
+        joined.unread_notifications = unread.room;
+        joined.unread_thread_notifications = unread.threads;
         Ok(Some(joined))
     }
 

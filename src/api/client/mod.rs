@@ -7,8 +7,10 @@ mod context;
 mod devices;
 mod directory;
 mod discovery;
+mod ephemeral;
 mod membership;
 mod profile;
+mod push;
 mod redaction;
 mod relations;
 mod rooms;
@@ -96,4 +98,16 @@ pub fn router() -> Router<AppState> {
         .ruma(sync::sync)
         .ruma(sync::create_filter)
         .ruma(sync::get_filter)
+        .ruma(push::get_all)
+        .ruma(push::get_global)
+        .ruma(push::get_rule)
+        .ruma(push::set_rule)
+        .ruma(push::delete_rule)
+        .ruma(push::get_enabled)
+        .ruma(push::set_enabled)
+        .ruma(push::get_actions)
+        .ruma(push::set_actions)
+        .ruma(ephemeral::typing)
+        .ruma(ephemeral::receipt)
+        .ruma(ephemeral::read_markers)
 }
