@@ -90,6 +90,25 @@ pub enum Membership {
     Knock,
 }
 
+impl Membership {
+    /// The membership an `m.room.member` event sets; `None` if its content has
+    /// none. Unknown values count as leave, as the auth rules treat them.
+    pub fn of(pdu: &Pdu) -> Option<Membership> {
+        #[derive(Deserialize)]
+        struct Content {
+            membership: String,
+        }
+        let content: Content = serde_json::from_str(pdu.content.get()).ok()?;
+        Some(match content.membership.as_str() {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "ban" => Membership::Ban,
+            "knock" => Membership::Knock,
+            _ => Membership::Leave,
+        })
+    }
+}
+
 /// A client's transaction: the same (user, device, txn id) yields the same event.
 pub struct Txn<'a> {
     pub user_id: &'a UserId,
@@ -521,25 +540,14 @@ impl Rooms {
         room_id: &RoomId,
         pdu: &Pdu,
     ) -> Result<()> {
-        #[derive(Deserialize)]
-        struct MemberContent {
-            membership: String,
-        }
         let Some(state_key) = &pdu.state_key else {
             return Ok(());
         };
         let Ok(user_id) = UserId::parse(state_key.as_str()) else {
             return Ok(());
         };
-        let content: MemberContent = serde_json::from_str(pdu.content.get())
-            .map_err(|e| Error::bad_json(format!("Invalid membership: {e}")))?;
-        let membership = match content.membership.as_str() {
-            "join" => Membership::Join,
-            "invite" => Membership::Invite,
-            "ban" => Membership::Ban,
-            "knock" => Membership::Knock,
-            _ => Membership::Leave,
-        };
+        let membership =
+            Membership::of(pdu).ok_or_else(|| Error::bad_json("Invalid membership content"))?;
         batch.put(
             &self.user_memberships,
             &(user_id.clone(), room_id.to_owned()),

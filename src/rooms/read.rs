@@ -30,22 +30,6 @@ struct HistoryVisibilityContent {
     history_visibility: String,
 }
 
-#[derive(Deserialize)]
-struct MemberContent {
-    membership: String,
-}
-
-fn membership_of(pdu: &Pdu) -> Option<Membership> {
-    let content: MemberContent = serde_json::from_str(pdu.content.get()).ok()?;
-    Some(match content.membership.as_str() {
-        "join" => Membership::Join,
-        "invite" => Membership::Invite,
-        "ban" => Membership::Ban,
-        "knock" => Membership::Knock,
-        _ => Membership::Leave,
-    })
-}
-
 impl Rooms {
     /// The room state just before `pdu` (empty for the create event).
     pub(super) fn state_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
@@ -74,10 +58,10 @@ impl Rooms {
         let at_event = if pdu.state_key.as_deref() == Some(user_id.as_str())
             && pdu.kind == ruma::events::TimelineEventType::RoomMember
         {
-            membership_of(pdu)
+            Membership::of(pdu)
         } else {
             self.state_event_in(&state, &StateEventType::RoomMember, user_id.as_str())?
-                .and_then(|e| membership_of(&e))
+                .and_then(|e| Membership::of(&e))
         };
         Ok(match visibility.as_str() {
             _ if at_event == Some(Membership::Join) => true,

@@ -32,18 +32,7 @@ const STRIPPED_TYPES: &[&str] = &[
 
 /// The membership a member event sets.
 pub fn membership_of(pdu: &Pdu) -> Option<Membership> {
-    #[derive(serde::Deserialize)]
-    struct Content {
-        membership: String,
-    }
-    let content: Content = serde_json::from_str(pdu.content.get()).ok()?;
-    Some(match content.membership.as_str() {
-        "join" => Membership::Join,
-        "invite" => Membership::Invite,
-        "ban" => Membership::Ban,
-        "knock" => Membership::Knock,
-        _ => Membership::Leave,
-    })
+    Membership::of(pdu)
 }
 
 impl Rooms {
