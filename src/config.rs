@@ -35,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "federation",
     "well_known",
     "log",
+    "presence",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +52,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub well_known: WellKnownConfig,
     pub log: LogConfig,
+    pub presence: PresenceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +111,21 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// `[presence]` (Client-Server API module "Presence"; `crate::presence`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Track and deliver presence. Off: `PUT` is accepted and ignored, `GET`
+    /// answers `offline`, `/sync` carries no presence events.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { enabled: true }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -129,6 +146,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             well_known: WellKnownConfig::default(),
             log: LogConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

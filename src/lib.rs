@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod rooms;
@@ -31,6 +32,7 @@ pub struct Services {
     pub push: Arc<push::Push>,
     pub typing: typing::Typing,
     pub receipts: Arc<receipts::Receipts>,
+    pub presence: presence::Presence,
     pub signing_key: Arc<SigningKey>,
 }
 

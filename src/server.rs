@@ -82,6 +82,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         typing.clone(),
         receipts.clone(),
     ));
+    let presence = crate::presence::Presence::new(
+        storage.clone(),
+        rooms.stream().clone(),
+        config.presence.enabled,
+    );
+    presence.start();
+    sync.attach_presence(presence.clone());
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
@@ -93,6 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         push,
         typing,
         receipts,
+        presence,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

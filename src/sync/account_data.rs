@@ -13,9 +13,15 @@
 //! scan of the user's account data per sync; a write only when something
 //! changed.
 //!
-//! Known gap: a change does not wake a waiting long-poll by itself (the
-//! writers would have to call [`super::SyncService::notify_user`]); it is
-//! delivered with the next response.
+//! Wake-ups: the client account data handlers (`api::client::account_data`)
+//! call [`super::SyncService::notify_user`] after their commit; the woken
+//! long-poll re-reads, stamps the change and returns it. A stamp's position
+//! may still lie above the committed position when another writer is in
+//! flight; the stamping writer therefore notes the owner
+//! ([`crate::rooms::stream::InFlight::changed`]), so the owner's syncs are
+//! woken again once the committed position covers the stamp. Writers that
+//! do not notify (server-managed types set elsewhere) are delivered with
+//! the user's next response.
 
 use std::collections::BTreeMap;
 
@@ -76,7 +82,7 @@ impl SyncService {
             .map(|(i, _)| i)
             .collect();
         if !changed.is_empty() {
-            let in_flight = rooms.stream().begin();
+            let mut in_flight = rooms.stream().begin();
             let mut batch = self.storage.batch();
             let position = rooms.stream().allocate_marker(&mut batch)?;
             for &i in &changed {
@@ -90,6 +96,7 @@ impl SyncService {
                 stamps.insert((scope(room), kind.clone()), stamp);
             }
             self.storage.commit(batch).await?;
+            in_flight.changed(None, vec![owner.clone()]);
             in_flight.done();
         }
         Ok(current

@@ -7,6 +7,8 @@
 //!   state, summary and account data, and the long-poll loop.
 //! - `filter`: stored filters and the filter a request names.
 //! - `account_data`: stream positions for account data changes.
+//! - `state`: a room's `state` / `state_after` section, lazy-loading members.
+//! - `lazy`: which member events each device was sent (lazy loading).
 //!
 //! Tokens are stream positions (`s<position>`, `rooms::make_token`), the
 //! same tokens `/messages` takes; `next_batch` is always the *committed*
@@ -21,7 +23,9 @@
 
 mod account_data;
 pub mod filter;
+mod lazy;
 pub mod notifier;
+mod state;
 mod v2;
 
 use std::sync::{Arc, OnceLock};
@@ -47,6 +51,10 @@ pub struct SyncService {
     room_data: Table<(OwnedUserId, OwnedRoomId, String), Value>,
     /// Typing and receipts for rooms' `ephemeral` sections, once attached.
     ephemeral: OnceLock<crate::receipts::Ephemeral>,
+    /// Member events sent per device under lazy loading (`lazy`).
+    sent_members: lazy::SentMembers,
+    /// Presence for the top-level `presence` section, once attached.
+    presence: OnceLock<crate::presence::Presence>,
 }
 
 impl SyncService {
@@ -58,6 +66,8 @@ impl SyncService {
             global_data: storage.table(Cf::UserIdTypeAccountData),
             room_data: storage.table(Cf::UserRoomIdTypeAccountData),
             ephemeral: OnceLock::new(),
+            sent_members: lazy::SentMembers::default(),
+            presence: OnceLock::new(),
             storage,
         }
     }
@@ -70,6 +80,11 @@ impl SyncService {
     /// Makes `/sync` report typing and receipts; only the first call counts.
     pub fn attach_ephemeral(&self, ephemeral: crate::receipts::Ephemeral) {
         let _ = self.ephemeral.set(ephemeral);
+    }
+
+    /// Makes `/sync` report presence; only the first call counts.
+    pub fn attach_presence(&self, presence: crate::presence::Presence) {
+        let _ = self.presence.set(presence);
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

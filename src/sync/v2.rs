@@ -10,7 +10,9 @@
 //!   *start* of the timeline ("state before the first timeline event"): all of
 //!   it on an initial or `full_state` sync or when the user joined within the
 //!   range, otherwise only what differs from the state at `since` (so the
-//!   state changes inside the gap of a limited timeline are included).
+//!   state changes inside the gap of a limited timeline are included); or
+//!   `state_after` with `use_state_after`, and lazy-loaded members: see
+//!   `super::state`.
 //! - **invite** / **knock**: stripped state, once (when the membership falls
 //!   in the range, or on an initial sync).
 //! - **leave** (also bans and kicks): when the leave falls in the range, or
@@ -27,16 +29,16 @@ use ruma::{
         filter::FilterDefinition,
         sync::sync_events::v3::{
             GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
-            LeftRoom, Response, RoomAccountData, RoomSummary, State, StateEvents, Timeline,
+            LeftRoom, Response, RoomAccountData, RoomSummary, State, Timeline,
         },
     },
     serde::Raw,
-    OwnedRoomId, RoomId, UInt, UserId,
+    OwnedDeviceId, OwnedRoomId, RoomId, UInt, UserId,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{account_data::Entry, filter, SyncService};
+use super::{account_data::Entry, filter, state::StateQuery, SyncService};
 use crate::{
     error::{Error, Result},
     rooms::{
@@ -58,6 +60,11 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub filter: FilterDefinition,
     pub timeout: Duration,
+    /// The requesting device: lazy loading remembers per device which
+    /// member events it was sent (`super::lazy`).
+    pub device: Option<OwnedDeviceId>,
+    /// `use_state_after`: rooms carry `state_after` instead of `state`.
+    pub use_state_after: bool,
 }
 
 /// A room's timeline as read for one response.
@@ -76,7 +83,7 @@ fn raw<T>(value: &Value) -> Result<Raw<T>> {
 }
 
 /// A room event in the sync format (`ClientEventWithoutRoomID`).
-fn sync_event<T>(pdu: &Pdu) -> Result<Raw<T>> {
+pub(super) fn sync_event<T>(pdu: &Pdu) -> Result<Raw<T>> {
     let mut event = pdu.to_client_event();
     if let Some(object) = event.as_object_mut() {
         object.remove("room_id");
@@ -85,7 +92,7 @@ fn sync_event<T>(pdu: &Pdu) -> Result<Raw<T>> {
 }
 
 fn is_empty(response: &Response) -> bool {
-    response.rooms.is_empty() && response.account_data.is_empty()
+    response.rooms.is_empty() && response.account_data.is_empty() && response.presence.is_empty()
 }
 
 impl SyncService {
@@ -132,6 +139,11 @@ impl SyncService {
         }
         response.account_data = GlobalAccountData::new();
         response.account_data.events = global;
+        // Presence (module "Presence"); a full-state sync gets the current set.
+        if let Some(presence) = self.presence.get() {
+            let since = since.filter(|_| !request.full_state);
+            response.presence.events = presence.for_sync(user, &filter.presence, since, upto)?;
+        }
 
         for (room_id, _) in rooms.user_rooms(user)? {
             if !filter::room_allowed(filter, &room_id) {
@@ -256,28 +268,18 @@ impl SyncService {
     ) -> Result<(Timeline, State)> {
         let limit = filter::timeline_limit(&request.filter);
         let read = read_timeline(rooms, user, room_id, &request.filter, since, upto, limit)?;
-        let at_start = match read.events.first() {
-            Some((_, first)) => rooms.state_ids_before(first)?,
-            None => rooms.state_ids_at(room_id, upto)?,
-        };
-        let changed: Vec<_> = if full || since.is_none() {
-            at_start.into_values().collect()
-        } else {
-            let before = rooms.state_ids_at(room_id, since.unwrap_or_default())?;
-            at_start
-                .into_iter()
-                .filter(|(key, id)| before.get(key) != Some(id))
-                .map(|(_, id)| id)
-                .collect()
-        };
-        let mut state = Vec::new();
-        for event_id in changed {
-            if let Some(pdu) = rooms.get_pdu(&event_id)? {
-                if matches_filter(&request.filter.room.state, &pdu) {
-                    state.push(sync_event(&pdu)?);
-                }
-            }
-        }
+        let state = self.room_state(
+            rooms,
+            &StateQuery {
+                user,
+                room_id,
+                request,
+                since,
+                upto,
+                full,
+                timeline: &read.events,
+            },
+        )?;
         let mut timeline = Timeline::new();
         timeline.limited = read.limited;
         timeline.prev_batch = Some(make_token(read.prev_batch));
@@ -288,12 +290,18 @@ impl SyncService {
         if !full && timeline.events.is_empty() && !timeline.limited {
             timeline = Timeline::new();
         }
-        Ok((timeline, State::Before(StateEvents::with_events(state))))
+        Ok((timeline, state))
     }
 }
 
 /// The newest `limit` events in `(since, upto]` that the user may see and
 /// the timeline filter passes.
+///
+/// `limited` ("true if the number of events returned was limited by the
+/// `limit` on the filter") is set only when another event the user would
+/// have been shown lies in the range: events the filter drops or the user
+/// may not see do not count, so the scan goes on past them (within
+/// [`SCAN_BUDGET`]; running out of budget counts as limited).
 fn read_timeline(
     rooms: &Rooms,
     user: &UserId,
@@ -305,24 +313,35 @@ fn read_timeline(
 ) -> Result<RoomTimeline> {
     let mut events = Vec::new();
     let mut limited = false;
-    let mut cursor = upto.saturating_add(1);
+    // `page_end` walks the range; `cursor` stops at the last event scanned
+    // while the timeline still had room (`prev_batch` when none is taken).
+    let mut page_end = upto.saturating_add(1);
+    let mut cursor = page_end;
     let mut scanned = 0;
     let chunk = limit.clamp(1, 100) + 1;
     'scan: loop {
-        let page = rooms.room_events_between(room_id, since, cursor, chunk)?;
+        let page = rooms.room_events_between(room_id, since, page_end, chunk)?;
         let exhausted = page.len() < chunk;
         for (position, event_id) in page {
-            if events.len() == limit || scanned == SCAN_BUDGET {
-                // Another event lies in the range: the timeline is limited.
+            if scanned == SCAN_BUDGET {
                 limited = true;
                 break 'scan;
             }
-            cursor = position;
+            let full = events.len() == limit;
+            page_end = position;
+            if !full {
+                cursor = position;
+            }
             scanned += 1;
             let Some(pdu) = rooms.get_pdu(&event_id)? else {
                 continue;
             };
             if matches_filter(&filter.room.timeline, &pdu) && visible(rooms, user, &pdu)? {
+                if full {
+                    // One more event the client would see: limited.
+                    limited = true;
+                    break 'scan;
+                }
                 events.push((position, pdu));
             }
         }

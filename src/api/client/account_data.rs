@@ -1,5 +1,10 @@
 //! Account data, global and per room, and room tags (Client-Server API:
 //! "Client Config", "Room tagging"). Only the owner reads or writes them.
+//!
+//! Every successful write wakes the owner's waiting `/sync` long-polls
+//! ("Syncing": the server answers as soon as something for the user
+//! exists); the sync stamps the change with a stream position when it
+//! re-reads (`sync::account_data`), so the woken request returns it.
 
 use axum::extract::State;
 use ruma::{
@@ -74,6 +79,7 @@ pub async fn set_global(
         .accounts
         .set_global_account_data(&body.user_id, &event_type, content)
         .await?;
+    state.sync.notify_user(&body.user_id);
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -107,6 +113,7 @@ pub async fn set_room(
         .accounts
         .set_room_account_data(&body.user_id, &body.room_id, &event_type, content)
         .await?;
+    state.sync.notify_user(&body.user_id);
     Ok(set_room_account_data::v3::Response::new())
 }
 
@@ -134,6 +141,7 @@ pub async fn put_tag(
         .accounts
         .set_room_tag(&body.user_id, &body.room_id, &body.tag, Some(info))
         .await?;
+    state.sync.notify_user(&body.user_id);
     Ok(create_tag::v3::Response::new())
 }
 
@@ -147,5 +155,6 @@ pub async fn delete_tag(
         .accounts
         .set_room_tag(&body.user_id, &body.room_id, &body.tag, None)
         .await?;
+    state.sync.notify_user(&body.user_id);
     Ok(delete_tag::v3::Response::new())
 }

@@ -9,6 +9,7 @@ mod directory;
 mod discovery;
 mod ephemeral;
 mod membership;
+mod presence;
 mod profile;
 mod push;
 mod redaction;
@@ -110,4 +111,6 @@ pub fn router() -> Router<AppState> {
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)
+        .ruma(presence::set_status)
+        .ruma(presence::get_status)
 }

@@ -19,8 +19,11 @@ pub async fn sync(
     State(state): State<AppState>,
     request: Ruma<sync_events::v3::Request>,
 ) -> Result<sync_events::v3::Response> {
-    let user = request.session()?.user_id.clone();
+    let session = request.session()?;
+    let (user, device) = (session.user_id.clone(), session.device_id.clone());
     let body = request.body;
+    // Heartbeat and `set_presence` for as long as the request runs.
+    let _presence = state.presence.syncing(&user, &body.set_presence).await;
     let since = match &body.since {
         Some(token) => Some(
             parse_token(token)
@@ -34,6 +37,8 @@ pub async fn sync(
         full_state: body.full_state,
         filter,
         timeout: body.timeout.unwrap_or_default(),
+        device: Some(device),
+        use_state_after: body.use_state_after,
     };
     state.sync.sync(&state.rooms, &user, request).await
 }
