@@ -15,6 +15,7 @@ pub mod server;
 pub mod server_keys;
 pub mod storage;
 pub mod sync;
+pub mod to_device;
 pub mod typing;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct Services {
     pub typing: typing::Typing,
     pub receipts: Arc<receipts::Receipts>,
     pub presence: presence::Presence,
+    pub to_device: to_device::ToDevice,
     pub signing_key: Arc<SigningKey>,
 }
 

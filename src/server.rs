@@ -89,6 +89,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     presence.start();
     sync.attach_presence(presence.clone());
+    let to_device = crate::to_device::ToDevice::new(storage.clone(), rooms.stream().clone());
+    sync.attach_to_device(to_device.clone());
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
@@ -101,6 +103,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         typing,
         receipts,
         presence,
+        to_device,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

@@ -787,3 +787,32 @@ async fn upgrading_moves_local_aliases_and_the_listing() {
         "private"
     );
 }
+
+#[tokio::test]
+async fn identical_concurrent_room_creations_get_distinct_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    // Same creator, same content, same instant: in v12 the room id is the
+    // create event's hash, so the server must make the events differ.
+    let body = || json!({"room_version": "12"});
+    let path = "/_matrix/client/v3/createRoom";
+    let (a, b, c, d) = tokio::join!(
+        server.post(path, alice.token(), body()),
+        server.post(path, alice.token(), body()),
+        server.post(path, alice.token(), body()),
+        server.post(path, alice.token(), body()),
+    );
+    let mut ids: Vec<String> = [a, b, c, d]
+        .into_iter()
+        .map(|resp| assert_ok(resp)["room_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    let joined = assert_ok(
+        server
+            .get("/_matrix/client/v3/joined_rooms", alice.token())
+            .await,
+    );
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 4);
+}

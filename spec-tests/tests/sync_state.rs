@@ -1,7 +1,7 @@
 //! `/sync` beyond the core loop (Client-Server API "Syncing", "Filtering"):
 //! account data waking a long-poll, lazy-loading room members
 //! (`lazy_load_members`, `include_redundant_members`), `use_state_after`
-//! (`state_after`), and `limited` ignoring events the timeline filter drops.
+//! (`state_after`, also under MSC4222's unstable names), and `limited` ignoring events the timeline filter drops.
 
 use std::time::{Duration, Instant};
 
@@ -287,6 +287,42 @@ async fn use_state_after_returns_the_state_at_the_end_of_the_timeline() {
     let quiet = format!("since={}&use_state_after=true", next_batch(&next));
     let quiet = sync(&server, &alice, &quiet).await;
     assert!(quiet["rooms"]["join"].get(&room).is_none(), "{quiet}");
+}
+
+/// matrix-js-sdk asks with MSC4222's unstable parameter and reads the
+/// unstable field name.
+#[tokio::test]
+async fn the_unstable_msc4222_names_are_understood() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let room = create_room(&server, &alice, json!({"name": "Unstable"})).await;
+    let initial = sync(&server, &alice, "org.matrix.msc4222.use_state_after=true").await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert!(joined.get("state").is_none(), "{joined}");
+    assert!(joined.get("state_after").is_none(), "{joined}");
+    let after = &joined["org.matrix.msc4222.state_after"]["events"];
+    assert!(
+        non_member_types(after).contains(&"m.room.name".to_owned()),
+        "{joined}"
+    );
+    assert_eq!(members(after), [alice.user_id.as_str()]);
+    assert!(joined["timeline"]["events"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+
+    let since = next_batch(&initial);
+    put_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.name",
+        json!({"name": "Renamed"}),
+    )
+    .await;
+    let query = format!("since={since}&org.matrix.msc4222.use_state_after=true");
+    let next = sync(&server, &alice, &query).await;
+    let after = &next["rooms"]["join"][&room]["org.matrix.msc4222.state_after"]["events"];
+    assert_eq!(after[0]["content"]["name"], "Renamed", "{next}");
 }
 
 #[tokio::test]

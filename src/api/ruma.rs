@@ -7,7 +7,9 @@ use std::{future::Future, net::SocketAddr};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, State},
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, RawQuery, State,
+    },
     http::{header, Request, StatusCode},
     response::{IntoResponse, Response},
     routing::{on, MethodFilter},
@@ -237,6 +239,18 @@ pub trait RumaRouter {
     fn ruma<T, H>(self, handler: H) -> Self
     where
         H: RumaHandler<T>;
+
+    /// [`ruma`](RumaRouter::ruma) for a handler that also reads the raw
+    /// query string (parameters ruma's request type does not know, such as
+    /// unstable MSC names) and renders its own response:
+    /// `async fn(State<AppState>, RawQuery, Ruma<Req>) -> Result<impl IntoResponse>`.
+    fn ruma_with_query<T, H, Fut, R>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: ClientAuth,
+        H: Fn(State<AppState>, RawQuery, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: IntoResponse + 'static;
 }
 
 impl RumaRouter for Router<AppState> {
@@ -246,6 +260,38 @@ impl RumaRouter for Router<AppState> {
     {
         handler.mount(self)
     }
+
+    fn ruma_with_query<T, H, Fut, R>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: ClientAuth,
+        H: Fn(State<AppState>, RawQuery, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: IntoResponse + 'static,
+    {
+        let Ok(filter) = MethodFilter::try_from(T::METHOD) else {
+            return self;
+        };
+        endpoint_paths::<T>()
+            .into_iter()
+            .fold(self, |router, path| {
+                router.route(&path, on(filter, handler.clone()))
+            })
+    }
+}
+
+/// Every path ruma knows for the endpoint, plus the spec's `/state/{type}`
+/// and `/state/{type}/` forms of an empty state key (see `Ruma::from_request`).
+fn endpoint_paths<T: Metadata>() -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for path in T::PATH_BUILDER.all_paths() {
+        paths.push(path.to_owned());
+        if let Some(prefix) = path.strip_suffix("/{state_key}") {
+            paths.push(prefix.to_owned());
+            paths.push(format!("{prefix}/"));
+        }
+    }
+    paths
 }
 
 pub trait RumaHandler<T> {
@@ -265,27 +311,19 @@ where
             Ok(filter) => filter,
             Err(_) => return router,
         };
-        let mut paths: Vec<String> = Vec::new();
-        for path in T::PATH_BUILDER.all_paths() {
-            paths.push(path.to_owned());
-            // The spec lets clients leave out an empty state key: `/state/{type}`
-            // and `/state/{type}/` mean state key "" (see `Ruma::from_request`).
-            if let Some(prefix) = path.strip_suffix("/{state_key}") {
-                paths.push(prefix.to_owned());
-                paths.push(format!("{prefix}/"));
-            }
-        }
-        paths.into_iter().fold(router, |router, path| {
-            let handler = self.clone();
-            router.route(
-                &path,
-                on(
-                    filter,
-                    move |state: State<AppState>, request: Ruma<T>| async move {
-                        handler(state, request).await.map(RumaResponse)
-                    },
-                ),
-            )
-        })
+        endpoint_paths::<T>()
+            .into_iter()
+            .fold(router, |router, path| {
+                let handler = self.clone();
+                router.route(
+                    &path,
+                    on(
+                        filter,
+                        move |state: State<AppState>, request: Ruma<T>| async move {
+                            handler(state, request).await.map(RumaResponse)
+                        },
+                    ),
+                )
+            })
     }
 }

@@ -92,30 +92,43 @@ impl Rooms {
                 content.insert("additional_creators".into(), json!(additional_creators));
             }
         }
-        let room_id_hint = (!rules.authorization.room_create_event_id_as_room_id)
-            .then(|| RoomId::new_v1(&self.server_name));
-        let create_json = pdu::build_unsigned_pdu(pdu::UnsignedPdu {
-            rules: &rules,
-            room_id: room_id_hint.as_deref(),
-            sender: creator,
-            kind: &TimelineEventType::RoomCreate,
-            state_key: Some(""),
-            content: &raw(&Value::Object(content))?,
-            prev_events: &[],
-            auth_events: &[],
-            depth: 1,
-            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
-            redacts: None,
-        })
-        .map_err(|e| Error::bad_json(format!("Invalid creation_content: {e}")))?;
-        let create = self.sign(&rules, room_id_hint.as_deref(), create_json)?;
-        let room_id = create.room_id.clone();
-
-        let _guard = self.lock_room(&room_id).await;
+        let content = raw(&Value::Object(content))?;
+        let mut origin_server_ts = MilliSecondsSinceUnixEpoch::now();
+        let mut attempts = 0;
+        let (create, room_id, _guard) = loop {
+            let room_id_hint = (!rules.authorization.room_create_event_id_as_room_id)
+                .then(|| RoomId::new_v1(&self.server_name));
+            let create_json = pdu::build_unsigned_pdu(pdu::UnsignedPdu {
+                rules: &rules,
+                room_id: room_id_hint.as_deref(),
+                sender: creator,
+                kind: &TimelineEventType::RoomCreate,
+                state_key: Some(""),
+                content: &content,
+                prev_events: &[],
+                auth_events: &[],
+                depth: 1,
+                origin_server_ts,
+                redacts: None,
+            })
+            .map_err(|e| Error::bad_json(format!("Invalid creation_content: {e}")))?;
+            let create = self.sign(&rules, room_id_hint.as_deref(), create_json)?;
+            let room_id = create.room_id.clone();
+            let guard = self.lock_room(&room_id).await;
+            if self.room_info(&room_id)?.is_none() {
+                break (create, room_id, guard);
+            }
+            // From v12 the room id is the create event's hash: the same creator
+            // creating the same room in the same millisecond gets the same id.
+            // A later timestamp makes a different event, hence a new room.
+            attempts += 1;
+            if attempts > 1000 {
+                return Err(Error::internal("could not find a free room id"));
+            }
+            origin_server_ts =
+                MilliSecondsSinceUnixEpoch(origin_server_ts.0.saturating_add(1u32.into()));
+        };
         let mut in_flight = self.stream.begin();
-        if self.room_info(&room_id)?.is_some() {
-            return Err(Error::internal("room id collision"));
-        }
         let info = RoomInfo {
             version: version.clone(),
         };

@@ -134,6 +134,9 @@ catalog! {
     /// (user id, room id, "" | "main" | thread root) → newest read receipt
     /// position in that scope, as applied to the counts (`push`).
     UserRoomThreadPushReadPos => "userroomthread_pushreadpos", Point;
+    /// (recipient user id, device id, stream position) → to-device message,
+    /// until the device acknowledges it by syncing past it (`to_device`).
+    UserDeviceIdPosToDevice => "userdeviceidpos_todevice", Scan;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -55,6 +55,8 @@ pub struct SyncService {
     sent_members: lazy::SentMembers,
     /// Presence for the top-level `presence` section, once attached.
     presence: OnceLock<crate::presence::Presence>,
+    /// Device inboxes for the top-level `to_device` section, once attached.
+    to_device: OnceLock<crate::to_device::ToDevice>,
 }
 
 impl SyncService {
@@ -68,6 +70,7 @@ impl SyncService {
             ephemeral: OnceLock::new(),
             sent_members: lazy::SentMembers::default(),
             presence: OnceLock::new(),
+            to_device: OnceLock::new(),
             storage,
         }
     }
@@ -85,6 +88,11 @@ impl SyncService {
     /// Makes `/sync` report presence; only the first call counts.
     pub fn attach_presence(&self, presence: crate::presence::Presence) {
         let _ = self.presence.set(presence);
+    }
+
+    /// Makes `/sync` deliver to-device messages; only the first call counts.
+    pub fn attach_to_device(&self, to_device: crate::to_device::ToDevice) {
+        let _ = self.to_device.set(to_device);
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

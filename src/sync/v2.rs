@@ -19,6 +19,8 @@
 //!   with `room.include_leave` on an initial or full-state sync; the
 //!   timeline ends with the leave.
 //!
+//! Top-level `to_device` ("Send-to-Device messaging"): `crate::to_device`.
+//!
 //! Long-poll: register with the notifier *before* reading, answer at once if
 //! anything is new, otherwise wait for a wake-up or the timeout and read again.
 
@@ -92,7 +94,10 @@ pub(super) fn sync_event<T>(pdu: &Pdu) -> Result<Raw<T>> {
 }
 
 fn is_empty(response: &Response) -> bool {
-    response.rooms.is_empty() && response.account_data.is_empty() && response.presence.is_empty()
+    response.rooms.is_empty()
+        && response.account_data.is_empty()
+        && response.presence.is_empty()
+        && response.to_device.is_empty()
 }
 
 impl SyncService {
@@ -122,9 +127,16 @@ impl SyncService {
         let account_data = self.account_data(rooms, user).await?;
         let upto = rooms.committed_position();
         let since = request.since.map(|s| s.min(upto));
+        // To-device first: a full batch ends the whole response at its last
+        // message, so the token skips none (`crate::to_device`).
+        let (to_device, upto) = match (self.to_device.get(), &request.device) {
+            (Some(inbox), Some(device)) => inbox.for_sync(user, device, since, upto).await?,
+            _ => (Vec::new(), upto),
+        };
         let in_range = |position: u64| position <= upto && since.is_none_or(|s| position > s);
         let filter = &request.filter;
         let mut response = Response::new(make_token(upto));
+        response.to_device.events = to_device;
 
         let mut global = Vec::new();
         for entry in account_data

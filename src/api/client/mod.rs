@@ -17,6 +17,7 @@ mod relations;
 mod rooms;
 mod session;
 mod sync;
+mod to_device;
 
 use axum::{routing::get, Router};
 
@@ -96,7 +97,7 @@ pub fn router() -> Router<AppState> {
         .ruma(relations::relations_with_rel_type_and_event_type)
         .ruma(relations::threads)
         .ruma(context::context)
-        .ruma(sync::sync)
+        .ruma_with_query(sync::sync)
         .ruma(sync::create_filter)
         .ruma(sync::get_filter)
         .ruma(push::get_all)
@@ -113,4 +114,5 @@ pub fn router() -> Router<AppState> {
         .ruma(ephemeral::read_markers)
         .ruma(presence::set_status)
         .ruma(presence::get_status)
+        .ruma(to_device::send)
 }
