@@ -816,3 +816,44 @@ async fn identical_concurrent_room_creations_get_distinct_rooms() {
     );
     assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn membership_posts_without_a_body_are_accepted() {
+    // matrix-nio and others POST /join and /leave with no body at all.
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let bob = server.register("bob", PW).await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let join = server
+        .raw(
+            spec_tests::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            bob.token(),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(join.status, 200, "{}", join.text());
+    let leave = server
+        .raw(
+            spec_tests::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            bob.token(),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(leave.status, 200, "{}", leave.text());
+    // A required field still missing is M_BAD_JSON, not a silent default.
+    let login = server
+        .raw(
+            spec_tests::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(login.status, 400, "{}", login.text());
+    assert_eq!(login.json().unwrap()["errcode"], "M_BAD_JSON");
+}

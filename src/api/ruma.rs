@@ -10,7 +10,7 @@ use axum::{
     extract::{
         ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, RawQuery, State,
     },
-    http::{header, Request, StatusCode},
+    http::{header, Method, Request, StatusCode},
     response::{IntoResponse, Response},
     routing::{on, MethodFilter},
     Router,
@@ -131,7 +131,17 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let http_request = Request::from_parts(parts, &bytes[..]);
+        // Clients often send no body at all where every field is optional
+        // (`POST /join`, `/leave`, …); an empty body means `{}` there, as on
+        // other homeservers. Endpoints with required fields still say
+        // M_BAD_JSON when ruma finds them missing.
+        let body: &[u8] = if bytes.is_empty() && !matches!(parts.method, Method::GET | Method::HEAD)
+        {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let http_request = Request::from_parts(parts, body);
         // Who is asking comes first: an unauthenticated caller learns nothing else.
         let session = authenticate::<T>(state, &http_request).await?;
         if !bytes.is_empty() {
@@ -141,7 +151,20 @@ where
                 )));
             }
         }
-        let body = T::try_from_http_request(http_request, &path_args).map_err(parse_error)?;
+        // Some of ruma's hand-written deserializers panic on malformed input
+        // (`POST /login` with `{}` indexes a missing `type`); a client's
+        // mistake must be a 400, never a 500.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(http_request, &path_args)
+        }));
+        let body = match parsed {
+            Ok(result) => result.map_err(parse_error)?,
+            Err(_) => {
+                return Err(Error::bad_json(
+                    "The request body does not have the expected shape",
+                ))
+            }
+        };
         Ok(Ruma {
             body,
             session,
