@@ -81,6 +81,7 @@ pub struct Accounts {
     /// Serialises read-modify-write of account data (room tags).
     account_data_lock: tokio::sync::Mutex<()>,
     uia: uia::UiaSessions,
+    hasher: password::Hasher,
 }
 
 impl Accounts {
@@ -100,6 +101,7 @@ impl Accounts {
             registration_lock: tokio::sync::Mutex::new(()),
             account_data_lock: tokio::sync::Mutex::new(()),
             uia: uia::UiaSessions::default(),
+            hasher: password::Hasher::for_this_machine(),
             storage,
         }
     }
@@ -146,7 +148,7 @@ impl Accounts {
     pub async fn check_password(&self, user_id: &OwnedUserId, password: &str) -> Result<Account> {
         let account = self.accounts.get(user_id)?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-        let valid = password::verify(password.to_owned(), hash).await?;
+        let valid = self.hasher.verify(password.to_owned(), hash).await?;
         match account {
             Some(account) if valid => {
                 if account.deactivated {
@@ -174,7 +176,7 @@ impl Accounts {
         let Some(mut account) = self.accounts.get(user_id)? else {
             return Err(Error::not_found("No such user"));
         };
-        account.password_hash = Some(password::hash(new_password.to_owned()).await?);
+        account.password_hash = Some(self.hasher.hash(new_password.to_owned()).await?);
         let mut batch = self.storage.batch();
         batch.put(&self.accounts, user_id, &account)?;
         if logout_devices {

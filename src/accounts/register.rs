@@ -8,7 +8,7 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, password, tokens::random_string, Account, Accounts};
+use super::{now_ms, tokens::random_string, Account, Accounts};
 use crate::{
     config::is_valid_registration_token,
     error::{Error, Result},
@@ -100,7 +100,7 @@ impl Accounts {
         registration_token: Option<&str>,
     ) -> Result<OwnedUserId> {
         let password_hash = match new.password {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.hasher.hash(p).await?),
             None => None,
         };
         let _guard = self.registration_lock.lock().await;
