@@ -195,6 +195,18 @@ impl HttpClient {
         .await
     }
 
+    /// `POST /createRoom` as `who`; panics unless it succeeds. Returns the room id.
+    pub async fn create_room(&self, who: &Session, body: Value) -> String {
+        let resp = assert_ok(
+            self.post("/_matrix/client/v3/createRoom", who.token(), body)
+                .await,
+        );
+        resp["room_id"]
+            .as_str()
+            .expect("createRoom answered a room_id")
+            .to_owned()
+    }
+
     /// Registers `username` with `password` through the spec's UIA flow
     /// (401 challenge, then `m.login.dummy`) and returns the new session.
     pub async fn register(&self, username: &str, password: &str) -> Session {

@@ -7,15 +7,6 @@ use spec_tests::{assert_error, assert_ok, enc, json, Session, TestServer, Value}
 
 const PW: &str = "correct horse battery";
 
-async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let resp = assert_ok(
-        server
-            .post("/_matrix/client/v3/createRoom", who.token(), body)
-            .await,
-    );
-    resp["room_id"].as_str().expect("room_id").to_owned()
-}
-
 async fn join(server: &TestServer, who: &Session, room: &str) {
     let path = format!("/_matrix/client/v3/join/{}", enc(room));
     assert_ok(server.post(&path, who.token(), json!({})).await);
@@ -48,7 +39,9 @@ async fn alias_create_resolve_conflict_delete() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     let alias = format!("#lobby:{}", server.server_name());
     let put = |who: &Session, alias: &str, room: &str| {
         let (path, token, room) = (alias_path(alias), who.access_token.clone(), room.to_owned());
@@ -117,7 +110,9 @@ async fn local_aliases_are_for_members_or_world_readable_rooms() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
     let aliases = |room: &str| format!("/_matrix/client/v3/rooms/{}/aliases", enc(room));
     assert_eq!(
         assert_ok(server.get(&aliases(&room), alice.token()).await),
@@ -163,8 +158,12 @@ async fn local_aliases_are_for_members_or_world_readable_rooms() {
 async fn canonical_alias_must_point_to_the_room() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
-    let other = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let other = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     let here = format!("#here:{}", server.server_name());
     let there = format!("#there:{}", server.server_name());
     assert_ok(
@@ -210,7 +209,7 @@ async fn publishing_lists_the_room_with_its_state() {
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
     let body = json!({"preset": "public_chat", "name": "The Pub", "topic": "Beer and chat"});
-    let room = create_room(&server, &alice, body).await;
+    let room = server.create_room(&alice, body).await;
     let alias = format!("#pub:{}", server.server_name());
     assert_ok(
         server
@@ -329,7 +328,7 @@ async fn paging_filters_and_room_types() {
     let mut rooms = Vec::new();
     for i in 0..25 {
         let body = json!({"preset": "public_chat", "name": format!("Room {i:02}"), "topic": format!("topic-{i}")});
-        let room = create_room(&server, &alice, body).await;
+        let room = server.create_room(&alice, body).await;
         publish(&server, &alice, &room).await;
         rooms.push(room);
     }
@@ -337,15 +336,15 @@ async fn paging_filters_and_room_types() {
     for room in &rooms[20..23] {
         join(&server, &bob, room).await;
     }
-    let space = create_room(
-        &server,
-        &alice,
+    let space = server.create_room(&alice,
         json!({"preset": "public_chat", "name": "A space", "creation_content": {"type": "m.space"}}),
     )
     .await;
     publish(&server, &alice, &space).await;
     // Never published: never listed.
-    create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    server
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
 
     // Page forward with POST and a room type filter for rooms without a type.
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -463,7 +462,7 @@ async fn create_room_with_alias_and_join_by_alias() {
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
     let body = json!({"room_alias_name": "lobby", "visibility": "public", "name": "Lobby"});
-    let room = create_room(&server, &alice, body).await;
+    let room = server.create_room(&alice, body).await;
     let alias = format!("#lobby:{}", server.server_name());
     let resolved = assert_ok(server.get(&alias_path(&alias), None).await);
     assert_eq!(resolved["room_id"], room.as_str());

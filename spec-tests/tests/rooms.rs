@@ -5,15 +5,6 @@ use spec_tests::{assert_error, assert_ok, enc, json, Session, TestServer, Value}
 
 const PW: &str = "correct horse battery";
 
-async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let resp = assert_ok(
-        server
-            .post("/_matrix/client/v3/createRoom", who.token(), body)
-            .await,
-    );
-    resp["room_id"].as_str().expect("room_id").to_owned()
-}
-
 async fn send_text(
     server: &TestServer,
     who: &Session,
@@ -60,12 +51,12 @@ async fn two_users_converse_in_every_supported_room_version() {
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
     for version in ["10", "11", "12"] {
-        let room = create_room(
-            &server,
-            &alice,
-            json!({"preset": "public_chat", "room_version": version, "name": "Lobby"}),
-        )
-        .await;
+        let room = server
+            .create_room(
+                &alice,
+                json!({"preset": "public_chat", "room_version": version, "name": "Lobby"}),
+            )
+            .await;
         if version == "12" {
             assert!(
                 !room.contains(':'),
@@ -156,7 +147,9 @@ async fn invite_only_rooms_and_bans() {
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
     let eve = server.register("eve", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
     let join = format!("/_matrix/client/v3/rooms/{}/join", enc(&room));
 
     // Not invited: refused, and nothing of the room can be read.
@@ -247,12 +240,12 @@ async fn power_level_escalation_is_refused() {
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
     for version in ["11", "12"] {
-        let room = create_room(
-            &server,
-            &alice,
-            json!({"preset": "public_chat", "room_version": version}),
-        )
-        .await;
+        let room = server
+            .create_room(
+                &alice,
+                json!({"preset": "public_chat", "room_version": version}),
+            )
+            .await;
         assert_ok(
             server
                 .post(
@@ -301,7 +294,7 @@ async fn power_level_escalation_is_refused() {
 async fn transaction_ids_survive_a_restart() {
     let mut server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     let first = assert_ok(send_text(&server, &alice, &room, "txn-1", "once").await);
     let again = assert_ok(send_text(&server, &alice, &room, "txn-1", "once").await);
     assert_eq!(first["event_id"], again["event_id"]);
@@ -317,7 +310,7 @@ async fn transaction_ids_survive_a_restart() {
 async fn pagination_returns_every_event_once_in_both_directions() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     const N: usize = 1000;
     for i in 0..N {
         assert_ok(send_text(&server, &alice, &room, &format!("t{i}"), &format!("m{i}")).await);
@@ -366,7 +359,7 @@ async fn history_visibility_is_enforced() {
     for (visibility, bob_sees_before_join) in
         [("joined", false), ("shared", true), ("invited", false)]
     {
-        let room = create_room(&server, &alice, json!({
+        let room = server.create_room(&alice, json!({
             "preset": "public_chat",
             "initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": visibility}}]
         })).await;
@@ -412,7 +405,9 @@ async fn history_visibility_is_enforced() {
     }
     // A stranger never reads a room that is not world-readable.
     let eve = server.register("eve", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     assert_error(
         &messages(&server, &eve, &room, "dir=b").await,
         403,
@@ -451,7 +446,7 @@ async fn bad_room_requests_get_matrix_errors() {
         404,
         "M_NOT_FOUND",
     );
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     let path = format!(
         "/_matrix/client/v3/rooms/{}/send/m.room.message/t2",
         enc(&room)
@@ -473,14 +468,14 @@ async fn knocking_needs_a_knock_join_rule() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(
-        &server,
-        &alice,
-        json!({"room_version": "12", "initial_state": [
-            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
-        ]}),
-    )
-    .await;
+    let room = server
+        .create_room(
+            &alice,
+            json!({"room_version": "12", "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+            ]}),
+        )
+        .await;
     let knock = format!("/_matrix/client/v3/knock/{}", enc(&room));
     let resp = assert_ok(
         server
@@ -527,7 +522,9 @@ async fn knocking_needs_a_knock_join_rule() {
     assert_ok(send_text(&server, &bob, &room, "k2", "thanks").await);
 
     // In an invite-only room knocking is refused.
-    let closed = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let closed = server
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
     let knock = format!("/_matrix/client/v3/knock/{}", enc(&closed));
     assert_error(
         &server.post(&knock, bob.token(), json!({})).await,
@@ -541,9 +538,7 @@ async fn upgrading_a_room_tombstones_it_and_carries_state_over() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let old = create_room(
-        &server,
-        &alice,
+    let old = server.create_room(&alice,
         json!({"preset": "public_chat", "room_version": "11", "name": "Old name", "topic": "kept"}),
     )
     .await;
@@ -637,7 +632,9 @@ async fn messages_filters_and_members_at_a_point_in_time() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     assert_ok(send_text(&server, &alice, &room, "a1", "from alice").await);
     let before_bob = assert_ok(messages(&server, &alice, &room, "dir=b&limit=1").await)["start"]
         .as_str()
@@ -739,12 +736,12 @@ async fn messages_filters_and_members_at_a_point_in_time() {
 async fn upgrading_moves_local_aliases_and_the_listing() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let old = create_room(
-        &server,
-        &alice,
-        json!({"preset": "public_chat", "visibility": "public", "room_alias_name": "lobby"}),
-    )
-    .await;
+    let old = server
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "visibility": "public", "room_alias_name": "lobby"}),
+        )
+        .await;
     let alias = format!("#lobby:{}", server.server_name());
     let upgrade = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old));
     let new = assert_ok(
@@ -823,7 +820,9 @@ async fn membership_posts_without_a_body_are_accepted() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     let join = server
         .raw(
             spec_tests::Method::POST,

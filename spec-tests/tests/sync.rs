@@ -8,15 +8,6 @@ use spec_tests::{assert_ok, enc, json, Session, TestServer, Value};
 
 const PW: &str = "correct horse battery";
 
-async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let resp = assert_ok(
-        server
-            .post("/_matrix/client/v3/createRoom", who.token(), body)
-            .await,
-    );
-    resp["room_id"].as_str().expect("room_id").to_owned()
-}
-
 async fn send_text(server: &TestServer, who: &Session, room: &str, text: &str) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
@@ -77,7 +68,7 @@ fn next_batch(sync: &Value) -> String {
 async fn initial_sync_shows_a_new_room_and_incremental_sync_only_what_is_new() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({"name": "Tea"})).await;
+    let room = server.create_room(&alice, json!({"name": "Tea"})).await;
 
     let first = sync(&server, &alice, "").await;
     let joined = &first["rooms"]["join"][&room];
@@ -128,7 +119,9 @@ async fn a_long_poll_wakes_when_another_user_sends_and_otherwise_waits() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     assert_ok(
         server
             .post(
@@ -173,7 +166,7 @@ async fn a_long_poll_wakes_when_another_user_sends_and_otherwise_waits() {
 async fn a_limited_timeline_continues_exactly_with_messages() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     let filter = enc(r#"{"room":{"timeline":{"limit":5}}}"#);
     let since = next_batch(&sync(&server, &alice, &format!("filter={filter}")).await);
     // A state change inside the gap must show up in `state`.
@@ -239,9 +232,9 @@ async fn invites_leaves_and_privacy() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let bob = server.register("bob", PW).await;
-    let secret = create_room(&server, &alice, json!({"name": "Secret"})).await;
+    let secret = server.create_room(&alice, json!({"name": "Secret"})).await;
     send_text(&server, &alice, &secret, "not for bob").await;
-    let room = create_room(&server, &alice, json!({"name": "Club"})).await;
+    let room = server.create_room(&alice, json!({"name": "Club"})).await;
     let bob_since = next_batch(&sync(&server, &bob, "").await);
 
     let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));

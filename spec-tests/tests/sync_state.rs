@@ -9,15 +9,6 @@ use spec_tests::{assert_ok, enc, json, Session, TestServer, Value};
 
 const PW: &str = "correct horse battery";
 
-async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let resp = assert_ok(
-        server
-            .post("/_matrix/client/v3/createRoom", who.token(), body)
-            .await,
-    );
-    resp["room_id"].as_str().expect("room_id").to_owned()
-}
-
 async fn join(server: &TestServer, who: &Session, room: &str) {
     assert_ok(
         server
@@ -99,7 +90,7 @@ fn non_member_types(events: &Value) -> Vec<String> {
 async fn account_data_wakes_a_long_poll() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     let mut since = next_batch(&sync(&server, &alice, "").await);
 
     for (path, body, check) in [
@@ -173,7 +164,7 @@ async fn lazy_loading_sends_only_the_members_the_timeline_needs() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
     let body = json!({"preset": "public_chat", "name": "Lobby", "topic": "hi"});
-    let room = create_room(&server, &alice, body).await;
+    let room = server.create_room(&alice, body).await;
     let mut others = Vec::new();
     for i in 0..19 {
         others.push(member(&server, &format!("user{i:02}"), &room).await);
@@ -248,7 +239,7 @@ async fn lazy_loading_sends_only_the_members_the_timeline_needs() {
 async fn use_state_after_returns_the_state_at_the_end_of_the_timeline() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({"name": "Old"})).await;
+    let room = server.create_room(&alice, json!({"name": "Old"})).await;
     let initial = sync(&server, &alice, "use_state_after=true").await;
     let joined = &initial["rooms"]["join"][&room];
     assert!(joined.get("state").is_none(), "{joined}");
@@ -295,7 +286,9 @@ async fn use_state_after_returns_the_state_at_the_end_of_the_timeline() {
 async fn the_unstable_msc4222_names_are_understood() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({"name": "Unstable"})).await;
+    let room = server
+        .create_room(&alice, json!({"name": "Unstable"}))
+        .await;
     let initial = sync(&server, &alice, "org.matrix.msc4222.use_state_after=true").await;
     let joined = &initial["rooms"]["join"][&room];
     assert!(joined.get("state").is_none(), "{joined}");
@@ -329,7 +322,7 @@ async fn the_unstable_msc4222_names_are_understood() {
 async fn limited_ignores_events_the_timeline_filter_drops() {
     let server = TestServer::start().await;
     let alice = server.register("alice", PW).await;
-    let room = create_room(&server, &alice, json!({})).await;
+    let room = server.create_room(&alice, json!({})).await;
     let since = next_batch(&sync(&server, &alice, "").await);
     for i in 0..5 {
         send(&server, &alice, &room, "org.example.noise", json!({"n": i})).await;
