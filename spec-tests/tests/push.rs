@@ -306,3 +306,25 @@ async fn send_id(server: &TestServer, who: &Session, room: &str, txn: &str, body
     let resp = assert_ok(server.put(&path, who.token(), body).await);
     resp["event_id"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn the_first_sync_carries_the_default_push_rules() {
+    // Clients read m.push_rules from sync's account data (Push Notifications:
+    // "Push Rules"), so a new account has them stored from the start.
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "correct horse battery").await;
+    let sync = assert_ok(server.get("/_matrix/client/v3/sync", alice.token()).await);
+    let events = sync["account_data"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let rules = events
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .unwrap_or_else(|| panic!("no m.push_rules in the first sync: {sync}"));
+    let overrides = rules["content"]["global"]["override"].as_array().unwrap();
+    assert!(
+        overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"),
+        "{rules}"
+    );
+}

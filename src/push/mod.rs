@@ -147,6 +147,17 @@ impl Push {
         Ok(out)
     }
 
+    /// Stores the default rule set as the user's `m.push_rules` account data
+    /// if they have none yet, so that a client's first `/sync` carries it in
+    /// `account_data` as the spec describes. Called at registration and login.
+    pub async fn ensure_stored(&self, accounts: &Accounts, user: &UserId) -> Result<()> {
+        let key = (user.to_owned(), PUSH_RULES_TYPE.to_owned());
+        if self.account_data.contains(&key)? {
+            return Ok(());
+        }
+        self.update_rules(accounts, user, |_| Ok(())).await
+    }
+
     /// A read receipt of `user` in `room` at the event with stream position
     /// `position`: the notifications it covers stop counting (Client-Server
     /// API "Receiving notifications"; "Threaded read receipts": an

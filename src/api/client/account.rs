@@ -54,6 +54,7 @@ pub async fn register(
     let user_id = accounts
         .create_account(new, completed.registration_token.as_deref())
         .await?;
+    state.push.ensure_stored(accounts, &user_id).await?;
 
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {

@@ -55,6 +55,7 @@ pub async fn login(
         .accounts
         .check_password(&user_id, &password.password)
         .await?;
+    state.push.ensure_stored(&state.accounts, &user_id).await?;
     let ip = request.client_ip.map(|ip| ip.to_string());
     let logged_in = state
         .accounts
