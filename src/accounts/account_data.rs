@@ -44,14 +44,8 @@ impl Accounts {
                 "Account data content must be a JSON object",
             ));
         }
-        let mut batch = self.storage.batch();
-        batch.put(
-            &self.account_data,
-            &(user_id.clone(), event_type.to_owned()),
-            &content,
-        )?;
-        self.storage.commit(batch).await?;
-        Ok(())
+        self.put_global_account_data(user_id, event_type, &content)
+            .await
     }
 
     /// Writes global account data of a type the server manages itself
@@ -68,13 +62,26 @@ impl Accounts {
                 "{event_type} is not server-managed account data"
             )));
         }
+        self.put_global_account_data(user_id, event_type, &content)
+            .await
+    }
+
+    /// Every global account data write: durable, then the owner's waiting
+    /// syncs are told.
+    async fn put_global_account_data(
+        &self,
+        user_id: &OwnedUserId,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<()> {
         let mut batch = self.storage.batch();
         batch.put(
             &self.account_data,
             &(user_id.clone(), event_type.to_owned()),
-            &content,
+            content,
         )?;
         self.storage.commit(batch).await?;
+        self.account_data_changed(user_id);
         Ok(())
     }
 }
@@ -132,6 +139,7 @@ impl Accounts {
         let mut batch = self.storage.batch();
         batch.put(&self.room_account_data, &key, &content)?;
         self.storage.commit(batch).await?;
+        self.account_data_changed(user_id);
         Ok(())
     }
 

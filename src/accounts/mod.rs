@@ -82,6 +82,14 @@ pub struct Accounts {
     account_data_lock: tokio::sync::Mutex<()>,
     uia: uia::UiaSessions,
     hasher: password::Hasher,
+    /// Told after every account data write (set once at start-up).
+    account_data_listener: std::sync::OnceLock<Arc<dyn AccountDataListener>>,
+}
+
+/// Whoever must hear of account data changes — `/sync`, to wake the owner's
+/// long-polls. A trait here so that `accounts` does not depend on `sync`.
+pub trait AccountDataListener: Send + Sync {
+    fn account_data_changed(&self, user_id: &UserId);
 }
 
 impl Accounts {
@@ -102,6 +110,7 @@ impl Accounts {
             account_data_lock: tokio::sync::Mutex::new(()),
             uia: uia::UiaSessions::default(),
             hasher: password::Hasher::for_this_machine(),
+            account_data_listener: std::sync::OnceLock::new(),
             storage,
         }
     }
@@ -207,6 +216,17 @@ impl Accounts {
         batch.delete(&self.profiles, user_id);
         self.storage.commit(batch).await?;
         Ok(())
+    }
+
+    /// Sets who hears of account data changes; only the first call counts.
+    pub fn set_account_data_listener(&self, listener: Arc<dyn AccountDataListener>) {
+        let _ = self.account_data_listener.set(listener);
+    }
+
+    fn account_data_changed(&self, user_id: &UserId) {
+        if let Some(listener) = self.account_data_listener.get() {
+            listener.account_data_changed(user_id);
+        }
     }
 
     pub fn uia(&self) -> &uia::UiaSessions {

@@ -13,15 +13,13 @@
 //! scan of the user's account data per sync; a write only when something
 //! changed.
 //!
-//! Wake-ups: the client account data handlers (`api::client::account_data`)
-//! call [`super::SyncService::notify_user`] after their commit; the woken
+//! Wake-ups: every account data write in `accounts` tells its listener
+//! (this service's notifier, set at start-up) after the commit; the woken
 //! long-poll re-reads, stamps the change and returns it. A stamp's position
 //! may still lie above the committed position when another writer is in
 //! flight; the stamping writer therefore notes the owner
 //! ([`crate::rooms::stream::InFlight::changed`]), so the owner's syncs are
-//! woken again once the committed position covers the stamp. Writers that
-//! do not notify (server-managed types set elsewhere) are delivered with
-//! the user's next response.
+//! woken again once the committed position covers the stamp.
 
 use std::collections::BTreeMap;
 

@@ -79,7 +79,6 @@ pub async fn set_global(
         .accounts
         .set_global_account_data(&body.user_id, &event_type, content)
         .await?;
-    state.sync.notify_user(&body.user_id);
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -113,7 +112,6 @@ pub async fn set_room(
         .accounts
         .set_room_account_data(&body.user_id, &body.room_id, &event_type, content)
         .await?;
-    state.sync.notify_user(&body.user_id);
     Ok(set_room_account_data::v3::Response::new())
 }
 
@@ -141,7 +139,6 @@ pub async fn put_tag(
         .accounts
         .set_room_tag(&body.user_id, &body.room_id, &body.tag, Some(info))
         .await?;
-    state.sync.notify_user(&body.user_id);
     Ok(create_tag::v3::Response::new())
 }
 
@@ -155,6 +152,5 @@ pub async fn delete_tag(
         .accounts
         .set_room_tag(&body.user_id, &body.room_id, &body.tag, None)
         .await?;
-    state.sync.notify_user(&body.user_id);
     Ok(delete_tag::v3::Response::new())
 }

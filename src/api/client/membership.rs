@@ -10,7 +10,7 @@ use ruma::{
         join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
     },
     events::room::member::MembershipState,
-    OwnedRoomId, OwnedUserId,
+    OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId,
 };
 use serde_json::Value;
 
@@ -52,12 +52,17 @@ pub async fn join_by_id_or_alias(
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
-        Ok(room_id) => room_id,
-        Err(alias) => state.directory.resolve_alias(&alias)?.room_id,
-    };
+    let room_id = room_of(&state, &body.room_id_or_alias)?;
     join(&state, &session.user_id, &room_id, body.reason.clone()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// The room a `roomIdOrAlias` path names: an id as it is, an alias resolved.
+fn room_of(state: &AppState, room_id_or_alias: &OwnedRoomOrAliasId) -> Result<OwnedRoomId> {
+    match OwnedRoomId::try_from(room_id_or_alias.clone()) {
+        Ok(room_id) => Ok(room_id),
+        Err(alias) => Ok(state.directory.resolve_alias(&alias)?.room_id),
+    }
 }
 
 /// `/knock/{roomIdOrAlias}`: asks to join a room whose join rule is `knock`.
@@ -67,10 +72,7 @@ pub async fn knock(
 ) -> Result<knock_room::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    let room_id = match OwnedRoomId::try_from(body.room_id_or_alias.clone()) {
-        Ok(room_id) => room_id,
-        Err(alias) => state.directory.resolve_alias(&alias)?.room_id,
-    };
+    let room_id = room_of(&state, &body.room_id_or_alias)?;
     let profile = member_profile(&state, &session.user_id);
     state
         .rooms

@@ -45,11 +45,6 @@ fn remove_error(e: RemovePushRuleError) -> Error {
     }
 }
 
-/// Tells the user's waiting syncs that `m.push_rules` changed.
-fn rules_changed(state: &AppState, user: &ruma::UserId) {
-    state.sync.notify_user(user);
-}
-
 fn ruleset(state: &AppState, user: &ruma::UserId) -> Result<Ruleset> {
     Ok(state.push.ruleset(user)?.as_ref().clone())
 }
@@ -99,7 +94,6 @@ pub async fn set_rule(
                 .map_err(insert_error)
         })
         .await?;
-    rules_changed(&state, &user);
     Ok(set_pushrule::v3::Response::new())
 }
 
@@ -115,7 +109,6 @@ pub async fn delete_rule(
             rules.remove(body.kind, &body.rule_id).map_err(remove_error)
         })
         .await?;
-    rules_changed(&state, &user);
     Ok(delete_pushrule::v3::Response::new())
 }
 
@@ -147,7 +140,6 @@ pub async fn set_enabled(
                 .map_err(|_| rule_not_found())
         })
         .await?;
-    rules_changed(&state, &user);
     Ok(set_pushrule_enabled::v3::Response::new())
 }
 
@@ -180,6 +172,5 @@ pub async fn set_actions(
                 .map_err(|_| rule_not_found())
         })
         .await?;
-    rules_changed(&state, &user);
     Ok(set_pushrule_actions::v3::Response::new())
 }

@@ -109,19 +109,26 @@ macro_rules! response {
     }};
 }
 
+/// The pagination part shared by the three `/relations` request types.
+macro_rules! params {
+    ($body:expr) => {
+        Params {
+            from: $body.from.as_deref(),
+            to: $body.to.as_deref(),
+            dir: $body.dir,
+            limit: $body.limit,
+            recurse: $body.recurse,
+        }
+    };
+}
+
 /// `GET /rooms/{roomId}/relations/{eventId}`.
 pub async fn relations(
     State(state): State<AppState>,
     request: Ruma<get_relating_events::v1::Request>,
 ) -> Result<get_relating_events::v1::Response> {
     let body = &request.body;
-    let params = Params {
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let params = params!(body);
     let ids = (&*body.room_id, &*body.event_id);
     let chunk = params.run(&state, &request.session()?.user_id, ids, None, None)?;
     Ok(response!(get_relating_events, chunk))
@@ -133,13 +140,7 @@ pub async fn relations_with_rel_type(
     request: Ruma<get_relating_events_with_rel_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type::v1::Response> {
     let body = &request.body;
-    let params = Params {
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let params = params!(body);
     let ids = (&*body.room_id, &*body.event_id);
     let rel_type = Some(body.rel_type.as_str());
     let chunk = params.run(&state, &request.session()?.user_id, ids, rel_type, None)?;
@@ -152,13 +153,7 @@ pub async fn relations_with_rel_type_and_event_type(
     request: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
     let body = &request.body;
-    let params = Params {
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let params = params!(body);
     let ids = (&*body.room_id, &*body.event_id);
     let (rel_type, event_type) = (body.rel_type.as_str(), body.event_type.to_string());
     let chunk = params.run(
