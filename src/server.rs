@@ -74,7 +74,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let directory = Directory::new(storage.clone(), config.server_name.clone());
     let sync = SyncService::new(storage.clone());
     sync.attach(&rooms);
-    accounts.set_account_data_listener(sync.notifier().clone());
+    accounts.set_account_data_listener(sync.account_data_listener());
     let push = crate::push::Push::new(storage.clone());
     push.attach(&rooms);
     let typing = crate::typing::Typing::new(storage.clone());

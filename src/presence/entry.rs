@@ -18,6 +18,9 @@ pub(super) struct Entry {
     pub(super) syncing: usize,
     /// Stream position of the last published visible change (0: none).
     pub(super) position: u64,
+    /// `unavailable` by the idle timer (not by the user's choice): activity
+    /// brings the user back `online`.
+    pub(super) idle: bool,
 }
 
 impl Entry {
@@ -29,6 +32,7 @@ impl Entry {
             last_seen: now,
             syncing: 0,
             position: 0,
+            idle: false,
         }
     }
 
@@ -44,6 +48,7 @@ impl Entry {
             && now.duration_since(self.last_active) > IDLE_TIMEOUT
         {
             self.state = PresenceState::Unavailable;
+            self.idle = true;
         }
         self.state != before
     }

@@ -8,8 +8,10 @@
 //! optional `status_msg`, the instant of their last *activity* and the
 //! instant they were last *seen* (a sync or a `PUT` status).
 //! - **Activity** ("`last_active_ago`: the length of time since an action was
-//!   performed by this user"): a `PUT` with `online`, and a `/sync` with
-//!   `set_presence=online` (the default). `last_active_ago` is computed when
+//!   performed by this user"): a `PUT` with `online`, a `/sync` with
+//!   `set_presence=online` (the default), and actions in rooms (sending an
+//!   event, a read receipt: [`Presence::active`]), which also bring an idle
+//!   (`unavailable`) user back `online`, as Synapse does. `last_active_ago` is computed when
 //!   served, never stored as a duration.
 //! - **Idle**: `online` with no activity for [`IDLE_TIMEOUT`] (5 min) becomes
 //!   `unavailable` (the spec: "`unavailable` … for example, idle").
@@ -177,6 +179,28 @@ impl Presence {
         Ok(())
     }
 
+    /// `user` acted (sent an event, read something): resets their idle
+    /// timer, and an idle `unavailable` user is `online` again. A user
+    /// who is `offline` (not syncing) or chose `unavailable` through `PUT`
+    /// keeps that state; only the activity time moves.
+    pub fn active(&self, user: &UserId) {
+        if !self.inner.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let mut users = self.inner.users.lock();
+        let Some(entry) = users.map.get_mut(user) else {
+            return;
+        };
+        entry.last_active = now;
+        if entry.state == PresenceState::Unavailable && entry.idle {
+            entry.state = PresenceState::Online;
+            entry.idle = false;
+            users.pending.insert(user.to_owned());
+            self.inner.schedule(&mut users);
+        }
+    }
+
     /// The user's presence now (`offline` when unknown or disabled).
     pub fn status(&self, user: &UserId) -> Status {
         let now = Instant::now();
@@ -275,6 +299,8 @@ impl Inner {
             .entry(user.to_owned())
             .or_insert_with(|| Entry::new(Instant::now()));
         let before = (entry.state.clone(), entry.status_msg.clone());
+        // A state the user sets is a choice, not idleness.
+        entry.idle = false;
         change(entry);
         let changed = (entry.state.clone(), entry.status_msg.clone()) != before;
         if changed {

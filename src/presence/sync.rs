@@ -45,6 +45,9 @@ impl Presence {
                 .map(|(user, entry)| (user.clone(), entry.content(now)))
                 .collect()
         };
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         candidates.sort_by(|a, b| a.0.cmp(&b.0));
         let limit = filter.limit.map_or(usize::MAX, |l| {
             usize::try_from(u64::from(l)).unwrap_or(usize::MAX)

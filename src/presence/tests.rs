@@ -184,3 +184,42 @@ async fn idle_and_ttl_expiry_over_the_table() {
     settle().await;
     assert_eq!(f.rooms.committed_position(), before + 1);
 }
+
+/// Activity (sending, reading) brings an idle user back online, but never
+/// overrides a state the user chose.
+#[tokio::test]
+async fn activity_ends_idleness_not_a_chosen_state() {
+    let f = fixture();
+    let alice = user("alice");
+    let presence = service(&f);
+    let start = Instant::now();
+    let _guard = presence.syncing(&alice, &PresenceState::Online).await;
+    presence.inner.expire(start + IDLE_TIMEOUT + CHECK_INTERVAL);
+    assert_eq!(presence.status(&alice).presence, PresenceState::Unavailable);
+    settle().await;
+    let idle_at = f.rooms.committed_position();
+
+    presence.active(&alice);
+    let status = presence.status(&alice);
+    assert_eq!(status.presence, PresenceState::Online);
+    assert_eq!(status.currently_active, Some(true));
+    settle().await;
+    assert_eq!(
+        f.rooms.committed_position(),
+        idle_at + 1,
+        "one published change"
+    );
+
+    presence
+        .set(&alice, &alice, PresenceState::Unavailable, None)
+        .unwrap();
+    settle().await;
+    presence.active(&alice);
+    assert_eq!(presence.status(&alice).presence, PresenceState::Unavailable);
+    // Unknown users stay unknown.
+    presence.active(&user("bob"));
+    assert_eq!(
+        presence.status(&user("bob")).presence,
+        PresenceState::Offline
+    );
+}

@@ -61,6 +61,10 @@ impl Ephemeral {
                 events.push(raw(&json!({ "type": "m.receipt", "content": content }))?);
             }
         }
+        // The filter's `limit`: "the maximum number of events to return".
+        if let Some(limit) = filter.limit {
+            events.truncate(usize::try_from(u64::from(limit)).unwrap_or(usize::MAX));
+        }
         Ok(events)
     }
 }

@@ -74,9 +74,7 @@ impl Rooms {
                 }
             }
         }
-        let Some(state) = self.state_map_at(room_id, upto)? else {
-            return Ok(None);
-        };
+        let state = self.state_snapshot_at(room_id, upto)?;
         let Some(pdu) =
             self.state_event_in(&state, &StateEventType::RoomMember, user_id.as_str())?
         else {
@@ -106,11 +104,14 @@ impl Rooms {
             .collect())
     }
 
-    /// The state after the room's last event at or before `position`
-    /// (`None` if the room had no event yet).
-    fn state_map_at(&self, room_id: &RoomId, position: u64) -> Result<Option<StateMap>> {
+    /// The state after the room's last event at or before `position`, as
+    /// short ids (empty if the room had no event yet). Snapshots are cheap
+    /// to compare; [`Rooms::resolve_state_entries`] turns only the entries
+    /// a caller needs into ids, so a `/sync` with nothing new in a large
+    /// room costs a compare, not a resolve of every member.
+    pub fn state_snapshot_at(&self, room_id: &RoomId, position: u64) -> Result<Arc<StateMap>> {
         let Some(shortroomid) = self.ids.room(room_id)? else {
-            return Ok(None);
+            return Ok(Arc::default());
         };
         let last = self.timeline.page(
             shortroomid,
@@ -119,14 +120,28 @@ impl Rooms {
             1,
         )?;
         let Some((_, event_id)) = last.into_iter().next() else {
-            return Ok(None);
+            return Ok(Arc::default());
         };
-        let Some(pdu) = self.get_pdu(&event_id)? else {
-            return Ok(None);
-        };
-        let mut map = (*self.state_before(&pdu)?).clone();
-        self.apply_state_event(&mut map, &pdu)?;
-        Ok(Some(map))
+        match self.get_pdu(&event_id)? {
+            Some(pdu) => self.state_snapshot_after(&pdu),
+            None => Ok(Arc::default()),
+        }
+    }
+
+    /// The room state just before `pdu`, as short ids.
+    pub fn state_snapshot_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
+        self.state_before(pdu)
+    }
+
+    /// The room state just after `pdu` (with `pdu` itself if it is state).
+    pub fn state_snapshot_after(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
+        let before = self.state_before(pdu)?;
+        if pdu.state_key.is_none() {
+            return Ok(before);
+        }
+        let mut map = (*before).clone();
+        self.apply_state_event(&mut map, pdu)?;
+        Ok(Arc::new(map))
     }
 
     fn apply_state_event(&self, map: &mut StateMap, pdu: &Pdu) -> Result<()> {
@@ -142,12 +157,25 @@ impl Rooms {
         Ok(())
     }
 
+    /// The short state key of `(type, state_key)`, if any event ever used it.
+    pub fn short_state_key(&self, kind: &StateEventType, state_key: &str) -> Result<Option<u64>> {
+        Ok(self.ids.state_key(kind, state_key)?)
+    }
+
+    /// `(type, state_key)` of a short state key.
+    pub fn state_key_of(&self, short: u64) -> Result<Option<(StateEventType, String)>> {
+        Ok(self.ids.state_key_of(short)?)
+    }
+
+    /// The event ids of short event ids.
+    pub fn event_id_of(&self, short: u64) -> Result<Option<OwnedEventId>> {
+        Ok(self.ids.event_id(short)?)
+    }
+
     /// The room state after its last event at or before `position`.
     pub fn state_ids_at(&self, room_id: &RoomId, position: u64) -> Result<StateIds> {
-        match self.state_map_at(room_id, position)? {
-            Some(map) => Ok(self.resolve_state_map(&map)?.into_iter().collect()),
-            None => Ok(StateIds::new()),
-        }
+        let map = self.state_snapshot_at(room_id, position)?;
+        Ok(self.resolve_state_map(&map)?.into_iter().collect())
     }
 
     /// The room state just before `pdu`.
@@ -158,8 +186,7 @@ impl Rooms {
 
     /// The room state just after `pdu` (with `pdu` itself if it is state).
     pub fn state_ids_after(&self, pdu: &Pdu) -> Result<StateIds> {
-        let mut map = (*self.state_before(pdu)?).clone();
-        self.apply_state_event(&mut map, pdu)?;
+        let map = self.state_snapshot_after(pdu)?;
         Ok(self.resolve_state_map(&map)?.into_iter().collect())
     }
 

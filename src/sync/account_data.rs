@@ -14,21 +14,85 @@
 //! changed.
 //!
 //! Wake-ups: every account data write in `accounts` tells its listener
-//! (this service's notifier, set at start-up) after the commit; the woken
-//! long-poll re-reads, stamps the change and returns it. A stamp's position
+//! ([`ChangeListener`], set at start-up) after the commit; the woken
+//! long-poll re-reads, stamps the change and returns it.
+//!
+//! Most syncs have no account data news (a message in a busy room wakes
+//! every member), so [`Marks`] remembers in memory, per user, the newest
+//! stamp once a scan found nothing to stamp; until the listener reports a
+//! write, an incremental sync whose token is past that stamp skips the scan. A stamp's position
 //! may still lie above the committed position when another writer is in
 //! flight; the stamping writer therefore notes the owner
 //! ([`crate::rooms::stream::InFlight::changed`]), so the owner's syncs are
 //! woken again once the committed position covers the stamp.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
+use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::SyncService;
+use super::{Notifier, SyncService};
 use crate::{error::Result, rooms::Rooms};
+
+/// What is known of a user's account data stamps without a scan.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Everything is stamped; the newest stamp is this position.
+    Clean(u64),
+    /// Written since the last scan (the number tells writes apart).
+    Dirty(u64),
+}
+
+/// Per-user [`Mark`]s; users absent have not been scanned since start-up.
+#[derive(Default)]
+pub struct Marks {
+    users: Mutex<HashMap<OwnedUserId, Mark>>,
+    writes: AtomicU64,
+}
+
+impl Marks {
+    fn get(&self, user: &UserId) -> Option<Mark> {
+        self.users.lock().get(user).copied()
+    }
+
+    /// Records a scan that started at `seen`: only if no write came since
+    /// (otherwise the next sync scans again).
+    fn scanned(&self, user: &UserId, seen: Option<Mark>, newest: u64) {
+        let mut users = self.users.lock();
+        if users.get(user).copied() == seen {
+            users.insert(user.to_owned(), Mark::Clean(newest));
+        }
+    }
+
+    fn written(&self, user: &UserId) {
+        let write = self.writes.fetch_add(1, Ordering::Relaxed);
+        self.users
+            .lock()
+            .insert(user.to_owned(), Mark::Dirty(write));
+    }
+}
+
+/// The accounts domain's account data listener: marks the user's account
+/// data as changed, then wakes their waiting syncs.
+pub struct ChangeListener {
+    pub(super) marks: Arc<Marks>,
+    pub(super) notifier: Arc<Notifier>,
+}
+
+impl crate::accounts::AccountDataListener for ChangeListener {
+    fn account_data_changed(&self, user_id: &UserId) {
+        self.marks.written(user_id);
+        self.notifier.notify_user(user_id);
+    }
+}
 
 /// One account data entry with the position of its last change.
 pub struct Entry {
@@ -49,8 +113,20 @@ fn digest(content: &Value) -> u64 {
 
 impl SyncService {
     /// Every account data entry of `user`, stamped with the position of its
-    /// last change (new stamps are committed before this returns).
-    pub(super) async fn account_data(&self, rooms: &Rooms, user: &UserId) -> Result<Vec<Entry>> {
+    /// last change (new stamps are committed before this returns); or none
+    /// when the marks show nothing changed after `since`.
+    pub(super) async fn account_data(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        since: Option<u64>,
+    ) -> Result<Vec<Entry>> {
+        let seen = self.account_data_marks.get(user);
+        if let (Some(Mark::Clean(newest)), Some(since)) = (seen, since) {
+            if newest <= since {
+                return Ok(Vec::new());
+            }
+        }
         let owner: OwnedUserId = user.to_owned();
         let mut current: Vec<(Option<OwnedRoomId>, String, Value)> = Vec::new();
         for row in self.global_data.iter_prefix(&owner) {
@@ -96,6 +172,9 @@ impl SyncService {
             self.storage.commit(batch).await?;
             in_flight.changed(None, vec![owner.clone()]);
             in_flight.done();
+        } else {
+            let newest = stamps.values().map(|(_, p)| *p).max().unwrap_or(0);
+            self.account_data_marks.scanned(user, seen, newest);
         }
         Ok(current
             .into_iter()

@@ -57,6 +57,8 @@ pub struct SyncService {
     presence: OnceLock<crate::presence::Presence>,
     /// Device inboxes for the top-level `to_device` section, once attached.
     to_device: OnceLock<crate::to_device::ToDevice>,
+    /// Which users' account data is known to be stamped (`account_data`).
+    account_data_marks: Arc<account_data::Marks>,
 }
 
 impl SyncService {
@@ -71,6 +73,7 @@ impl SyncService {
             sent_members: lazy::SentMembers::default(),
             presence: OnceLock::new(),
             to_device: OnceLock::new(),
+            account_data_marks: Arc::default(),
             storage,
         }
     }
@@ -93,6 +96,14 @@ impl SyncService {
     /// Makes `/sync` deliver to-device messages; only the first call counts.
     pub fn attach_to_device(&self, to_device: crate::to_device::ToDevice) {
         let _ = self.to_device.set(to_device);
+    }
+
+    /// The listener the accounts domain tells of account data writes.
+    pub fn account_data_listener(&self) -> Arc<dyn crate::accounts::AccountDataListener> {
+        Arc::new(account_data::ChangeListener {
+            marks: self.account_data_marks.clone(),
+            notifier: self.notifier.clone(),
+        })
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

@@ -109,13 +109,6 @@ impl Drop for Waiter {
     }
 }
 
-/// Account data changes wake the owner's waiting syncs.
-impl crate::accounts::AccountDataListener for Notifier {
-    fn account_data_changed(&self, user_id: &UserId) {
-        self.notify_user(user_id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

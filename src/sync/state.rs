@@ -26,7 +26,7 @@
 //!
 //! The state filter's other fields (`types`, `senders`, …) then apply.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use ruma::{
     api::client::sync::sync_events::v3::StateEvents,
@@ -58,19 +58,23 @@ pub(super) struct StateQuery<'a> {
 
 impl SyncService {
     /// The room's `state` or `state_after` section (see the module docs).
-    pub(super) fn room_state(&self, rooms: &Rooms, q: &StateQuery<'_>) -> Result<State> {
+    ///
+    /// Works on short-id snapshots: the delta from `since` is a compare of
+    /// two maps, and only the entries sent are resolved to events, so a room
+    /// of thousands of members costs little when little changed.
+    ///
+    /// Also says whether any `m.room.member` event was sent (the room
+    /// summary is recomputed only then).
+    pub(super) fn room_state(&self, rooms: &Rooms, q: &StateQuery<'_>) -> Result<(State, bool)> {
         let after = q.request.use_state_after;
         let target = match (after, q.timeline.first()) {
-            (false, Some((_, first))) => rooms.state_ids_before(first)?,
-            _ => rooms.state_ids_at(q.room_id, q.upto)?,
+            (false, Some((_, first))) => rooms.state_snapshot_before(first)?,
+            _ => rooms.state_snapshot_at(q.room_id, q.upto)?,
         };
         let incremental = !q.full && q.since.is_some();
         let base = match q.since {
-            Some(since) if incremental => Some(rooms.state_ids_at(q.room_id, since)?),
+            Some(since) if incremental => Some(rooms.state_snapshot_at(q.room_id, since)?),
             _ => None,
-        };
-        let changed = |key: &(StateEventType, String), id: &OwnedEventId| {
-            base.as_ref().is_none_or(|base| base.get(key) != Some(id))
         };
         let lazy = match q.request.filter.room.state.lazy_load_options {
             LazyLoadOptions::Disabled => None,
@@ -79,16 +83,30 @@ impl SyncService {
             } => Some(include_redundant_members),
         };
 
-        // (member for `m.room.member` events, event id)
-        let mut ids: Vec<(Option<OwnedUserId>, OwnedEventId)> = Vec::new();
-        for (key, id) in &target {
-            let is_member = key.0 == StateEventType::RoomMember;
-            // Lazy loading: member events here only as changes in the gap.
-            if changed(key, id) && (lazy.is_none() || !is_member || incremental) {
-                let member = is_member
-                    .then(|| OwnedUserId::try_from(key.1.as_str()).ok())
-                    .flatten();
-                ids.push((member, id.clone()));
+        // (member for `m.room.member` events, short event id)
+        let mut ids: Vec<(Option<OwnedUserId>, u64)> = Vec::new();
+        let unchanged = base
+            .as_ref()
+            .is_some_and(|base| Arc::ptr_eq(base, &target) || **base == *target);
+        if !unchanged {
+            for (&key, &event) in target.iter() {
+                if base
+                    .as_ref()
+                    .is_some_and(|base| base.get(&key) == Some(&event))
+                {
+                    continue;
+                }
+                let Some((kind, state_key)) = rooms.state_key_of(key)? else {
+                    continue;
+                };
+                let is_member = kind == StateEventType::RoomMember;
+                // Lazy loading: member events here only as changes in the gap.
+                if lazy.is_none() || !is_member || incremental {
+                    let member = is_member
+                        .then(|| OwnedUserId::try_from(state_key).ok())
+                        .flatten();
+                    ids.push((member, event));
+                }
             }
         }
         let device = q
@@ -97,35 +115,47 @@ impl SyncService {
             .as_ref()
             .map(|d| (q.user.to_owned(), d.clone()));
         if let Some(redundant) = lazy {
-            let mut needed: BTreeSet<OwnedUserId> = q
-                .timeline
-                .iter()
-                .map(|(_, pdu)| pdu.sender.clone())
-                .collect();
-            needed.insert(q.user.to_owned());
+            let mut needed: BTreeSet<&UserId> =
+                q.timeline.iter().map(|(_, pdu)| &*pdu.sender).collect();
+            needed.insert(q.user);
             for member in needed {
-                let key = (StateEventType::RoomMember, member.to_string());
-                let Some(id) = target.get(&key) else {
+                let Some(key) =
+                    rooms.short_state_key(&StateEventType::RoomMember, member.as_str())?
+                else {
                     continue;
                 };
-                if ids.iter().any(|(_, listed)| listed == id) {
+                let Some(&event) = target.get(&key) else {
+                    continue;
+                };
+                if ids.iter().any(|(_, listed)| *listed == event) {
                     continue;
                 }
+                let event_id = || -> Result<Option<OwnedEventId>> { rooms.event_id_of(event) };
                 let known = match (&device, q.since) {
-                    (Some(device), Some(since)) if incremental && !redundant => self
-                        .sent_members
-                        .already_sent(device, &q.room_id.to_owned(), &member, id, since),
+                    (Some(device), Some(since)) if incremental && !redundant => match event_id()? {
+                        Some(id) => self.sent_members.already_sent(
+                            device,
+                            &q.room_id.to_owned(),
+                            member,
+                            &id,
+                            since,
+                        ),
+                        None => true,
+                    },
                     _ => false,
                 };
                 if !known {
-                    ids.push((Some(member), id.clone()));
+                    ids.push((Some(member.to_owned()), event));
                 }
             }
         }
 
         let mut events = Vec::new();
         let mut sent_members = Vec::new();
-        for (member, event_id) in ids {
+        for (member, event) in ids {
+            let Some(event_id) = rooms.event_id_of(event)? else {
+                continue;
+            };
             let Some(pdu) = rooms.get_pdu(&event_id)? else {
                 continue;
             };
@@ -136,16 +166,18 @@ impl SyncService {
                 }
             }
         }
+        let members_sent = !sent_members.is_empty();
         if let (Some(_), Some(device)) = (lazy, &device) {
             let room = q.room_id.to_owned();
             self.sent_members
                 .record(device, &room, sent_members, q.upto, !incremental);
         }
         let events = StateEvents::with_events(events);
-        Ok(if after {
+        let state = if after {
             State::After(events)
         } else {
             State::Before(events)
-        })
+        };
+        Ok((state, members_sent))
     }
 }

@@ -76,6 +76,8 @@ struct RoomTimeline {
     limited: bool,
     /// `/messages` continues backwards from here.
     prev_batch: u64,
+    /// The room had no event at all in the range (filtered or not).
+    range_empty: bool,
 }
 
 fn raw<T>(value: &Value) -> Result<Raw<T>> {
@@ -124,7 +126,7 @@ impl SyncService {
     /// One response for `(since, committed position]`.
     async fn build(&self, rooms: &Rooms, user: &UserId, request: &SyncRequest) -> Result<Response> {
         // Stamp account data first: new stamps then lie at or below `upto`.
-        let account_data = self.account_data(rooms, user).await?;
+        let account_data = self.account_data(rooms, user, request.since).await?;
         let upto = rooms.committed_position();
         let since = request.since.map(|s| s.min(upto));
         // To-device first: a full batch ends the whole response at its last
@@ -202,7 +204,7 @@ impl SyncService {
                     let archived =
                         filter.room.include_leave && (since.is_none() || request.full_state);
                     if since.is_some_and(|s| member_pos > s) || archived {
-                        let (timeline, state) = self.room_contents(
+                        let (timeline, state, _) = self.room_contents(
                             rooms, user, &room_id, request, since, member_pos, true,
                         )?;
                         let mut left = LeftRoom::new();
@@ -232,7 +234,7 @@ impl SyncService {
     ) -> Result<Option<JoinedRoom>> {
         // Joined within the range: the room is new to the client, give it all.
         let full = request.full_state || since.is_none_or(|s| member_pos > s);
-        let (timeline, state) =
+        let (timeline, state, members_changed) =
             self.room_contents(rooms, user, room_id, request, since, upto, full)?;
         let ephemeral = match self.ephemeral.get() {
             Some(source) => source.room_events(
@@ -257,7 +259,12 @@ impl SyncService {
         joined.timeline = timeline;
         joined.state = state;
         joined.account_data = account_data;
-        joined.summary = summary(rooms, room_id, user)?;
+        // The summary's fields may be omitted when unchanged ("RoomSummary"):
+        // recomputed only when the client gets the room anew or a membership
+        // event goes out, not for every message in a large room.
+        if full || members_changed {
+            joined.summary = summary(rooms, room_id, user)?;
+        }
         // Counts up to `upto`, as the timeline (`push`; spec "Receiving notifications").
         let threads = request.filter.room.timeline.unread_thread_notifications;
         let unread = crate::push::unread_counts(&self.storage, user, room_id, upto, threads)?;
@@ -277,10 +284,24 @@ impl SyncService {
         since: Option<u64>,
         upto: u64,
         full: bool,
-    ) -> Result<(Timeline, State)> {
+    ) -> Result<(Timeline, State, bool)> {
         let limit = filter::timeline_limit(&request.filter);
         let read = read_timeline(rooms, user, room_id, &request.filter, since, upto, limit)?;
-        let state = self.room_state(
+        // Nothing in the range: no state can have changed (every state change
+        // is an event with a stream position), so skip the snapshots.
+        if !full && read.range_empty {
+            let state = if request.use_state_after {
+                State::After(Default::default())
+            } else {
+                State::default()
+            };
+            return Ok((Timeline::new(), state, false));
+        }
+        let members_in_timeline = read
+            .events
+            .iter()
+            .any(|(_, pdu)| pdu.kind == ruma::events::TimelineEventType::RoomMember);
+        let (state, members_in_state) = self.room_state(
             rooms,
             &StateQuery {
                 user,
@@ -302,7 +323,7 @@ impl SyncService {
         if !full && timeline.events.is_empty() && !timeline.limited {
             timeline = Timeline::new();
         }
-        Ok((timeline, state))
+        Ok((timeline, state, members_in_timeline || members_in_state))
     }
 }
 
@@ -367,6 +388,7 @@ fn read_timeline(
         events,
         limited,
         prev_batch,
+        range_empty: scanned == 0,
     })
 }
 

@@ -79,6 +79,7 @@ pub async fn receipt(
         )
         .await?;
     mark_read(&state, user, &body.room_id, &body.event_id, &body.thread).await?;
+    state.presence.active(user);
     Ok(create_receipt::v3::Response::new())
 }
 

@@ -138,6 +138,7 @@ pub async fn send_message(
         .rooms
         .send(&body.room_id, &session.user_id, event, Some(txn))
         .await?;
+    state.presence.active(&session.user_id);
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
