@@ -14,10 +14,14 @@
 //! this crate only adds key management, stricter verification semantics and
 //! error types.
 
+pub mod discovery;
+pub mod dns;
 mod error;
 mod json;
 mod key;
+pub mod net;
 mod pdu;
+pub mod xmatrix;
 
 pub use error::{KeyError, SignError, VerifyError};
 pub use json::{
