@@ -14,6 +14,7 @@
 //! this crate only adds key management, stricter verification semantics and
 //! error types.
 
+pub mod client;
 pub mod discovery;
 pub mod dns;
 mod error;
