@@ -17,6 +17,7 @@ use crate::dns::SrvRecord;
 /// What the test server knows: the client's key and our expected name.
 struct Peer {
     client_key: ruma::signatures::PublicKeySet,
+    server_key: SigningKey,
     our_name: Mutex<OwnedServerName>,
     seen: Mutex<Vec<String>>,
 }
@@ -45,6 +46,17 @@ async fn handle(State(peer): State<Arc<Peer>>, request: Request) -> Response {
         .unwrap()
         .push(format!("{} {uri} host={host}", request.method()));
     let our_name = peer.our_name.lock().unwrap().clone();
+    if uri == "/_matrix/key/v2/server" {
+        // Unauthenticated: the keys document, self-signed.
+        let valid_until = MilliSecondsSinceUnixEpoch::now().get() + ruma::uint!(3_600_000);
+        let doc = serde_json::json!({
+            "server_name": our_name,
+            "verify_keys": {peer.server_key.key_id(): {"key": peer.server_key.public_key_base64()}},
+            "valid_until_ts": valid_until,
+        });
+        let signed = peer.server_key.sign_value(our_name.as_str(), &doc).unwrap();
+        return json(200, serde_json::to_string(&signed).unwrap());
+    }
     let verified = xmatrix::parse_authorization(request.headers())
         .and_then(|x| xmatrix::verify_request(&x, &request, &our_name, &peer.client_key));
     if let Err(e) = verified {
@@ -87,6 +99,7 @@ async fn start_server() -> TestServer {
     let client_key = Arc::new(SigningKey::generate().unwrap());
     let peer = Arc::new(Peer {
         client_key: client_key.public_key_set(),
+        server_key: SigningKey::generate().unwrap(),
         our_name: Mutex::new("unset.example".try_into().unwrap()),
         seen: Mutex::new(Vec::new()),
     });
@@ -302,4 +315,31 @@ async fn well_known_fetch_reads_status_and_refuses_plain_http() {
     let response = fetcher.fetch_url(&url).await.unwrap();
     assert_eq!(response.status, 401);
     assert!(fetcher.fetch_url("http://127.0.0.1:1/").await.is_err());
+}
+
+#[tokio::test]
+async fn key_fetcher_over_the_client() {
+    use crate::keys::{KeyFetcher, KeyUse, MemoryKeyCache};
+    let server = start_server().await;
+    let client = Arc::new(server.client(server.config(true)));
+    let local = SigningKey::generate().unwrap();
+    let fetcher = KeyFetcher::new(
+        MemoryKeyCache::default(),
+        client,
+        "origin.test".try_into().unwrap(),
+        local.public_key_set(),
+    );
+    let dest = server.expect_destination(&format!("localhost:{}", server.port));
+    let key_ids = [server.peer.server_key.key_id().to_owned()];
+    let keys = fetcher
+        .keys_for(&dest, &key_ids, KeyUse::Request)
+        .await
+        .unwrap();
+    assert_eq!(keys, server.peer.server_key.public_key_set());
+    let seen = server.peer.seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("GET /_matrix/key/v2/server")),
+        "{seen:?}"
+    );
 }

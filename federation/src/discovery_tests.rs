@@ -30,9 +30,12 @@ impl Dns for FakeDns {
     }
 }
 
+/// Status, headers and body of a canned `.well-known` answer.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
 #[derive(Default)]
 struct FakeWellKnown {
-    answers: HashMap<String, (u16, Vec<(&'static str, String)>, String)>,
+    answers: HashMap<String, Answer>,
     calls: AtomicUsize,
 }
 
