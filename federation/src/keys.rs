@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 use ruma::api::federation::discovery::get_remote_server_keys_batch::v2 as batch;
 use ruma::api::federation::discovery::{get_server_keys, ServerSigningKeys};
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::serde::{Base64, Raw};
+use ruma::serde::Raw;
 use ruma::signatures::{PublicKeyMap, PublicKeySet};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedServerName,
     ServerName, UInt,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::client::FederationClient;
 use crate::dns::BoxError;
+pub use crate::key_cache::{CachedKey, KeyCache, MemoryKeyCache, ServerKeyMap};
 use crate::xmatrix::{self, XMatrix, XMatrixError};
 use crate::{verify_pdu, verify_server_json, PduCheck, PduError, VerifyError};
 
@@ -40,58 +40,6 @@ pub const MAX_KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// so unknown key ids cannot make us flood a server ("Requesting servers
 /// should limit how frequently they query for certificates").
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// One verified public key of a server, as cached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedKey {
-    /// The Ed25519 public key.
-    pub key: Base64,
-    /// For a current key, the lesser of its `valid_until_ts` and 7 days
-    /// after it was fetched; for an old key, its `expired_ts`.
-    pub valid_until_ts: MilliSecondsSinceUnixEpoch,
-    /// It came from `old_verify_keys`: valid for events before
-    /// `valid_until_ts`, never for requests.
-    pub expired: bool,
-}
-
-/// A server's keys by key id (`ed25519:…`).
-pub type ServerKeyMap = BTreeMap<String, CachedKey>;
-
-/// Storage of verified keys, implemented by the server on its database.
-pub trait KeyCache: Send + Sync {
-    /// Every key cached for `server` (empty if none).
-    fn get(
-        &self,
-        server: &ServerName,
-    ) -> impl Future<Output = Result<ServerKeyMap, BoxError>> + Send;
-
-    /// Inserts or replaces these keys of `server`, keeping its others (a
-    /// key that moved to `old_verify_keys` replaces its current form).
-    fn put(
-        &self,
-        server: &ServerName,
-        keys: ServerKeyMap,
-    ) -> impl Future<Output = Result<(), BoxError>> + Send;
-}
-
-/// A [`KeyCache`] in memory, for tests and tools.
-#[derive(Debug, Default)]
-pub struct MemoryKeyCache {
-    servers: Mutex<HashMap<OwnedServerName, ServerKeyMap>>,
-}
-
-impl KeyCache for MemoryKeyCache {
-    async fn get(&self, server: &ServerName) -> Result<ServerKeyMap, BoxError> {
-        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(servers.get(server).cloned().unwrap_or_default())
-    }
-
-    async fn put(&self, server: &ServerName, keys: ServerKeyMap) -> Result<(), BoxError> {
-        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.entry(server.to_owned()).or_default().extend(keys);
-        Ok(())
-    }
-}
 
 /// The two key endpoints, as a trait so tests can serve them without a
 /// network; [`FederationClient`] implements it.
@@ -136,16 +84,6 @@ impl<T: KeyServer> KeyServer for Arc<T> {
         request: batch::Request,
     ) -> Result<Vec<Raw<ServerSigningKeys>>, BoxError> {
         T::notary_query(self, notary, request).await
-    }
-}
-
-impl<T: KeyCache> KeyCache for Arc<T> {
-    async fn get(&self, server: &ServerName) -> Result<ServerKeyMap, BoxError> {
-        T::get(self, server).await
-    }
-
-    async fn put(&self, server: &ServerName, keys: ServerKeyMap) -> Result<(), BoxError> {
-        T::put(self, server, keys).await
     }
 }
 

@@ -24,6 +24,7 @@ pub mod dns;
 mod error;
 mod json;
 mod key;
+mod key_cache;
 pub mod keys;
 pub mod net;
 mod pdu;
