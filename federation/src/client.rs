@@ -175,17 +175,7 @@ impl FederationClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
-        let allow_private = config.allow_private_ranges;
-        let well_known_http = builder(&config, dns.clone(), None)?
-            .timeout(config.well_known_timeout)
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                well_known_redirect(attempt, allow_private)
-            }))
-            .build()
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
-        let well_known = Arc::new(HttpWellKnown {
-            http: well_known_http,
-        });
+        let well_known = Arc::new(HttpWellKnown::new(&config, dns.clone())?);
         Ok(FederationClient {
             config,
             key,
@@ -292,7 +282,7 @@ impl FederationClient {
         R::IncomingResponse::try_from_http_response(response).map_err(|e| match e {
             FromHttpResponseError::Server(error) => ClientError::Server(error),
             FromHttpResponseError::Deserialization(error) => ClientError::Deserialization(error),
-            _ => ClientError::Refused("unknown response error".to_owned()),
+            other => ClientError::Setup(format!("unexpected response error: {other}")),
         })
     }
 
@@ -439,6 +429,18 @@ struct HttpWellKnown {
 }
 
 impl HttpWellKnown {
+    fn new(config: &ClientConfig, dns: Arc<dyn Dns>) -> Result<Self, ClientError> {
+        let allow_private = config.allow_private_ranges;
+        let http = builder(config, dns, None)?
+            .timeout(config.well_known_timeout)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                well_known_redirect(attempt, allow_private)
+            }))
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(HttpWellKnown { http })
+    }
+
     async fn fetch_url(&self, url: &str) -> Result<WellKnownResponse, BoxError> {
         let response = self.http.get(url).send().await?;
         let status = response.status().as_u16();

@@ -46,6 +46,19 @@ async fn handle(State(peer): State<Arc<Peer>>, request: Request) -> Response {
         .unwrap()
         .push(format!("{} {uri} host={host}", request.method()));
     let our_name = peer.our_name.lock().unwrap().clone();
+    if let Some(rest) = uri.strip_prefix("/redirect/") {
+        // `/redirect/loop` points at itself; `/redirect/N` counts down to 0.
+        let next = match rest {
+            "loop" => "/redirect/loop".to_owned(),
+            "0" => "/final".to_owned(),
+            n => format!("/redirect/{}", n.parse::<u32>().unwrap() - 1),
+        };
+        return Response::builder()
+            .status(302)
+            .header("location", next)
+            .body(Body::empty())
+            .unwrap();
+    }
     if uri == "/_matrix/key/v2/server" {
         // Unauthenticated: the keys document, self-signed.
         let valid_until = MilliSecondsSinceUnixEpoch::now().get() + ruma::uint!(3_600_000);
@@ -300,12 +313,7 @@ async fn srv_target_gets_the_names_certificate_and_host() {
 #[tokio::test]
 async fn well_known_fetch_reads_status_and_refuses_plain_http() {
     let server = start_server().await;
-    let fetcher = HttpWellKnown {
-        http: builder(&server.config(true), Arc::new(SrvDns(0)), None)
-            .unwrap()
-            .build()
-            .unwrap(),
-    };
+    let fetcher = HttpWellKnown::new(&server.config(true), Arc::new(SrvDns(0))).unwrap();
     // The test server answers 401 to anything without X-Matrix: a non-200
     // answer, which discovery treats as "no delegation".
     let url = format!(
@@ -315,6 +323,29 @@ async fn well_known_fetch_reads_status_and_refuses_plain_http() {
     let response = fetcher.fetch_url(&url).await.unwrap();
     assert_eq!(response.status, 401);
     assert!(fetcher.fetch_url("http://127.0.0.1:1/").await.is_err());
+
+    // Redirects are followed, but not in loops or without end.
+    let base = format!("https://127.0.0.1:{}", server.port);
+    let response = fetcher
+        .fetch_url(&format!("{base}/redirect/3"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 401);
+    assert!(server
+        .peer
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.starts_with("GET /final")));
+    assert!(fetcher
+        .fetch_url(&format!("{base}/redirect/loop"))
+        .await
+        .is_err());
+    assert!(fetcher
+        .fetch_url(&format!("{base}/redirect/12"))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
