@@ -127,6 +127,10 @@ pub enum KeyFetchError {
         /// The key ids wanted.
         key_ids: Vec<String>,
     },
+    /// The object carries no `ed25519` signature from a server that must
+    /// have signed it.
+    #[error("not signed by {0}")]
+    Unsigned(OwnedServerName),
     /// A key response failed its checks.
     #[error("invalid key response: {0}")]
     Invalid(String),
@@ -390,6 +394,9 @@ impl<C: KeyCache, S: KeyServer> KeyFetcher<C, S> {
         let mut keys = PublicKeyMap::new();
         for server in servers {
             let key_ids = signature_key_ids(pdu, &server);
+            if key_ids.is_empty() {
+                return Err(KeyFetchError::Unsigned(server));
+            }
             keys.insert(
                 server.to_string(),
                 self.keys_for(&server, &key_ids, usage).await?,
@@ -407,6 +414,9 @@ impl<C: KeyCache, S: KeyServer> KeyFetcher<C, S> {
         usage: KeyUse,
     ) -> Result<(), KeyFetchError> {
         let key_ids = signature_key_ids(object, server);
+        if key_ids.is_empty() {
+            return Err(KeyFetchError::Unsigned(server.to_owned()));
+        }
         let keys = self.keys_for(server, &key_ids, usage).await?;
         Ok(verify_server_json(server.as_str(), &keys, object)?)
     }

@@ -398,6 +398,22 @@ async fn verifies_pdus_with_fetched_keys_per_room_version() {
         .verify_json(server_name!("remote.test"), &object, usage)
         .await
         .unwrap();
+    assert!(matches!(
+        s.fetcher
+            .verify_json(server_name!("other.test"), &object, usage)
+            .await,
+        Err(KeyFetchError::Unsigned(_))
+    ));
+    let mut unsigned = pdu.clone();
+    unsigned.remove("signatures");
+    unsigned.insert(
+        "signatures".into(),
+        CanonicalJsonValue::Object(Default::default()),
+    );
+    assert!(matches!(
+        s.fetcher.verify_pdu(&unsigned, &v11).await,
+        Err(KeyFetchError::Unsigned(_))
+    ));
 }
 
 #[tokio::test]
