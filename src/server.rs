@@ -78,6 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let push = crate::push::Push::new(storage.clone());
     push.attach(&rooms);
     let typing = crate::typing::Typing::new(storage.clone());
+    typing.attach(&rooms);
     let receipts = Arc::new(crate::receipts::Receipts::new(storage.clone()));
     sync.attach_ephemeral(crate::receipts::Ephemeral::new(
         typing.clone(),

@@ -92,7 +92,7 @@ impl Push {
 
     /// Makes `rooms` hand every committed local event to this service.
     pub fn attach(self: &Arc<Self>, rooms: &Rooms) {
-        rooms.set_event_hook(self.clone());
+        rooms.add_event_hook(self.clone());
     }
 
     /// The user's rule set: stored changes merged with the current defaults.

@@ -41,7 +41,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex as StdMutex, OnceLock},
+    sync::{Arc, Mutex as StdMutex},
 };
 
 use axum::http::StatusCode;
@@ -126,7 +126,8 @@ pub struct NewEvent {
 
 /// Told about each local event sent with [`Rooms::send`] once it is
 /// durable, before the committed stream position passes it (the `push`
-/// domain evaluates push rules for unread counts). Failures are the hook's
+/// domain evaluates push rules for unread counts; `typing` ends the typing
+/// of members who leave). Failures are the hook's
 /// to log: the event is already stored.
 pub trait EventHook: Send + Sync {
     fn committed<'a>(
@@ -156,7 +157,8 @@ pub struct Rooms {
     room_locks: StdMutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Writers in flight: the committed position and wake-ups (`stream`).
     stream: Arc<stream::Stream>,
-    event_hook: OnceLock<Arc<dyn EventHook>>,
+    /// Told of each committed local event, in the order added.
+    event_hooks: parking_lot::RwLock<Vec<Arc<dyn EventHook>>>,
 }
 
 impl Rooms {
@@ -181,7 +183,7 @@ impl Rooms {
             room_memberships: storage.table(Cf::RoomUserIdMembership),
             txns: storage.table(Cf::UserDeviceIdTxnIdResponse),
             room_locks: StdMutex::new(HashMap::new()),
-            event_hook: OnceLock::new(),
+            event_hooks: parking_lot::RwLock::new(Vec::new()),
             server_name,
             signing_key,
             default_version,
@@ -189,9 +191,9 @@ impl Rooms {
         })
     }
 
-    /// Sets the [`EventHook`]; only the first call has an effect.
-    pub fn set_event_hook(&self, hook: Arc<dyn EventHook>) {
-        let _ = self.event_hook.set(hook);
+    /// Adds an [`EventHook`] (domains attach theirs at start-up).
+    pub fn add_event_hook(&self, hook: Arc<dyn EventHook>) {
+        self.event_hooks.write().push(hook);
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -375,7 +377,8 @@ impl Rooms {
         }
         self.storage.commit(batch).await?;
         drop(guard);
-        if let Some(hook) = self.event_hook.get() {
+        let hooks = self.event_hooks.read().clone();
+        for hook in hooks {
             hook.committed(self, &pdu).await;
         }
         let target = (pdu.kind == TimelineEventType::RoomMember)

@@ -25,17 +25,18 @@
 //! Refreshing an ongoing typing notification (clients resend every ~20 s)
 //! changes nothing visible: it moves the deadline and costs no write.
 //! Timeouts are capped at [`MAX_TIMEOUT`]; a timer task per request ends the
-//! notification on time if no newer request extended it.
+//! notification on time if no newer request extended it. A member who
+//! leaves (or is kicked or banned) stops typing at once ([`Typing::attach`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::time::Instant;
 
 use crate::{
     error::{Error, Result},
-    rooms::{stream::Stream, Rooms},
+    rooms::{stream::Stream, EventHook, Membership, Pdu, Rooms},
     storage::Storage,
 };
 
@@ -137,6 +138,11 @@ impl Typing {
         Ok(())
     }
 
+    /// Makes a member's leave, kick or ban end their typing notification.
+    pub fn attach(&self, rooms: &Rooms) {
+        rooms.add_event_hook(Arc::new(self.clone()));
+    }
+
     /// The room's `m.typing` user list for a sync over `(since, upto]`:
     /// `Some` when it changed in that range (or, on an initial sync, when
     /// someone is typing), `None` when there is nothing to report.
@@ -154,6 +160,40 @@ impl Typing {
             Some(since) => room.position > since && room.position <= upto,
         };
         report.then_some(users)
+    }
+}
+
+/// A membership other than `join` ends the member's typing at once, rather
+/// than leaving the room showing them typing until the timeout.
+impl EventHook for Typing {
+    fn committed<'a>(
+        &'a self,
+        rooms: &'a Rooms,
+        pdu: &'a Pdu,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if pdu.kind != TimelineEventType::RoomMember
+                || Membership::of(pdu) == Some(Membership::Join)
+            {
+                return;
+            }
+            let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) else {
+                return;
+            };
+            let now = Instant::now();
+            let stopped = self
+                .inner
+                .rooms
+                .lock()
+                .get_mut(&pdu.room_id)
+                .and_then(|room| room.users.remove(&user))
+                .is_some_and(|deadline| deadline > now);
+            if stopped {
+                if let Err(e) = self.inner.publish(rooms.stream(), &pdu.room_id).await {
+                    tracing::warn!(room_id = %pdu.room_id, "ending typing on leave: {e}");
+                }
+            }
+        })
     }
 }
 

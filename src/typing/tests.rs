@@ -116,3 +116,35 @@ async fn the_timeout_is_capped() {
     let deadline = map[&room].users[&alice];
     assert!(deadline <= Instant::now() + MAX_TIMEOUT);
 }
+
+#[tokio::test]
+async fn leaving_ends_typing_at_once() {
+    let f = fixture();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let room = f.room(&alice).await;
+    f.join(&room, &bob).await;
+    let typing = Typing::new(f.storage.clone());
+    typing.attach(&f.rooms);
+    typing
+        .set(&f.rooms, &room, &bob, &bob, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let since = f.rooms.committed_position();
+    assert_eq!(typing.for_sync(&room, None, since), Some(vec![bob.clone()]));
+
+    f.rooms
+        .change_membership(&room, &bob, &bob, crate::rooms::Change::Leave, None)
+        .await
+        .unwrap();
+    let upto = f.rooms.committed_position();
+    assert_eq!(
+        typing.for_sync(&room, Some(since), upto),
+        Some(vec![]),
+        "the leave's sync says nobody types"
+    );
+    // A message is no membership change: nothing more happens.
+    f.text(&room, &alice, "hi").await;
+    assert!(typing
+        .for_sync(&room, Some(upto), f.rooms.committed_position())
+        .is_none());
+}
