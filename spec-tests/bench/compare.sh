@@ -26,6 +26,8 @@
 #                       --doc - prints it instead
 #   --keep              keep the work directory (logs, configs, JSON results)
 #   --no-build          use the release binaries already built
+#   --feathur-bin FILE  measure this feathur binary instead of the release
+#                       build (the table then says which binary it was)
 #   --serve SYSTEM      only start one server (feathur, synapse or synapse-pg)
 #                       configured as for the benchmark, print its URL and pid,
 #                       and keep it until Ctrl-C: for profiling by hand
@@ -45,6 +47,7 @@ doc="docs/performance.md"
 keep=0
 build=1
 serve=""
+feathur_override=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=1 ;;
@@ -55,8 +58,9 @@ while [ $# -gt 0 ]; do
     --doc) doc="$2"; shift ;;
     --keep) keep=1 ;;
     --no-build) build=0 ;;
+    --feathur-bin) feathur_override="$2"; shift ;;
     --serve) serve="$2"; only="$2"; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -89,6 +93,11 @@ if [ "$build" = 1 ]; then
   cargo build --release -p feathur --bin feathur -p spec-tests --bin feathur-load
 fi
 feathur_bin="$target/release/feathur"
+feathur_build="release build"
+if [ -n "$feathur_override" ]; then
+  feathur_bin="$(cd "$(dirname "$feathur_override")" && pwd)/$(basename "$feathur_override")"
+  feathur_build="binary given with --feathur-bin, $("$feathur_bin" --version 2>/dev/null || echo 'version unknown')"
+fi
 load_bin="$target/release/feathur-load"
 
 if has "$only" synapse || has "$only" synapse-pg; then
@@ -170,6 +179,9 @@ listen = "127.0.0.1:$port"
 [registration]
 open = true
 [federation]
+enabled = false
+# Off in Synapse's config too: both measured without presence.
+[presence]
 enabled = false
 [log]
 level = "warn"
@@ -305,6 +317,8 @@ if [ "$full" = 1 ]; then scale="full scale (--full)"; fi
 command="spec-tests/bench/compare.sh"
 if [ "$full" = 1 ]; then command="$command --full"; fi
 if [ "$runs" != 1 ]; then command="$command --runs $runs"; fi
+if [ -n "$feathur_override" ]; then command="$command --feathur-bin FILE"; fi
+if [ "$postgres" = 0 ]; then command="$command --no-postgres"; fi
 
 results=()
 for system in "${systems[@]}"; do
@@ -314,5 +328,5 @@ done
   --fact "Command: \`$command\` ($scale, $runs runs, ${elapsed} s of measuring)" \
   --fact "Machine: $(nproc) cores ($cpu), $mem; Linux $(uname -r); load generator and servers on the same cores" \
   --fact "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg)" \
-  --fact "Feathur $(git describe --always --dirty 2>/dev/null || echo '?') (release build); Synapse $synapse_version on Python $("$venv/bin/python" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?')${pg_version:+; PostgreSQL $pg_version}" \
+  --fact "Feathur $(git describe --always --dirty 2>/dev/null || echo '?') ($feathur_build); Synapse $synapse_version on Python $("$venv/bin/python" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?')${pg_version:+; PostgreSQL $pg_version}" \
   --doc "$doc"
