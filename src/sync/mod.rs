@@ -9,6 +9,7 @@
 //! - `account_data`: stream positions for account data changes.
 //! - `state`: a room's `state` / `state_after` section, lazy-loading members.
 //! - `lazy`: which member events each device was sent (lazy loading).
+//! - `e2ee`: `device_lists`, one-time key counts, unused fallback key types.
 //!
 //! Tokens are stream positions (`s<position>`, `rooms::make_token`), the
 //! same tokens `/messages` takes; `next_batch` is always the *committed*
@@ -22,6 +23,7 @@
 //! It reads the accounts' account data tables directly (read-only).
 
 mod account_data;
+mod e2ee;
 pub mod filter;
 mod lazy;
 pub mod notifier;
@@ -57,6 +59,8 @@ pub struct SyncService {
     presence: OnceLock<crate::presence::Presence>,
     /// Device inboxes for the top-level `to_device` section, once attached.
     to_device: OnceLock<crate::to_device::ToDevice>,
+    /// Key directory for the E2EE sections, once attached.
+    e2ee: OnceLock<crate::e2ee::E2ee>,
 }
 
 impl SyncService {
@@ -71,6 +75,7 @@ impl SyncService {
             sent_members: lazy::SentMembers::default(),
             presence: OnceLock::new(),
             to_device: OnceLock::new(),
+            e2ee: OnceLock::new(),
             storage,
         }
     }
@@ -93,6 +98,11 @@ impl SyncService {
     /// Makes `/sync` deliver to-device messages; only the first call counts.
     pub fn attach_to_device(&self, to_device: crate::to_device::ToDevice) {
         let _ = self.to_device.set(to_device);
+    }
+
+    /// Makes `/sync` report device lists and key counts; only the first call counts.
+    pub fn attach_e2ee(&self, e2ee: crate::e2ee::E2ee) {
+        let _ = self.e2ee.set(e2ee);
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {
