@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod directory;
+pub mod e2ee;
 pub mod error;
 pub mod presence;
 pub mod push;
@@ -35,6 +36,7 @@ pub struct Services {
     pub receipts: Arc<receipts::Receipts>,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
+    pub e2ee: e2ee::E2ee,
     pub signing_key: Arc<SigningKey>,
 }
 

@@ -93,6 +93,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sync.attach_presence(presence.clone());
     let to_device = crate::to_device::ToDevice::new(storage.clone(), rooms.stream().clone());
     sync.attach_to_device(to_device.clone());
+    let e2ee = crate::e2ee::E2ee::new(
+        storage.clone(),
+        rooms.stream().clone(),
+        config.server_name.clone(),
+        to_device.clone(),
+    );
+    sync.attach_e2ee(e2ee.clone());
+    accounts.set_device_removal_listener(Arc::new(e2ee.clone()));
     let listen = config.client.listen;
     let state = Arc::new(Services {
         config,
@@ -106,6 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         receipts,
         presence,
         to_device,
+        e2ee,
         signing_key,
     });
     let app = crate::api::client_app(state.clone());

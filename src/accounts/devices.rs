@@ -124,8 +124,13 @@ impl Accounts {
         for device_id in devices {
             self.remove_device_into(&mut batch, user_id, device_id)?;
         }
+        // Their keys and to-device inboxes go in the same batch (`e2ee`).
+        let hook = self.devices_removing(&mut batch, user_id, devices)?;
         if !batch.is_empty() {
             self.storage.commit(batch).await?;
+        }
+        if let Some(hook) = hook {
+            hook.committed();
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::Config,
     error::{Error, Result},
-    storage::{Cf, Storage, Table},
+    storage::{Batch, Cf, Storage, Table},
 };
 
 pub use self::{
@@ -84,12 +84,35 @@ pub struct Accounts {
     hasher: password::Hasher,
     /// Told after every account data write (set once at start-up).
     account_data_listener: std::sync::OnceLock<Arc<dyn AccountDataListener>>,
+    /// Removes per-device data kept elsewhere (set once at start-up).
+    device_removal_listener: std::sync::OnceLock<Arc<dyn DeviceRemovalListener>>,
 }
 
 /// Whoever must hear of account data changes — `/sync`, to wake the owner's
 /// long-polls. A trait here so that `accounts` does not depend on `sync`.
 pub trait AccountDataListener: Send + Sync {
     fn account_data_changed(&self, user_id: &UserId);
+}
+
+/// Whoever keeps per-device data outside `accounts` — end-to-end keys and
+/// to-device inboxes (`e2ee`). A trait here so that `accounts` depends on
+/// neither. Every device removal (delete, logout, password change,
+/// deactivation) goes through it.
+pub trait DeviceRemovalListener: Send + Sync {
+    /// Adds the removal of the devices' data to `batch`, the batch that also
+    /// removes the devices (one atomic change). The returned value is told
+    /// once that batch has committed; dropping it means the batch did not.
+    fn removing(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<Box<dyn DevicesRemoved>>;
+}
+
+/// The after-commit half of a [`DeviceRemovalListener::removing`] call.
+pub trait DevicesRemoved: Send {
+    fn committed(self: Box<Self>);
 }
 
 impl Accounts {
@@ -111,6 +134,7 @@ impl Accounts {
             uia: uia::UiaSessions::default(),
             hasher: password::Hasher::for_this_machine(),
             account_data_listener: std::sync::OnceLock::new(),
+            device_removal_listener: std::sync::OnceLock::new(),
             storage,
         }
     }
@@ -188,14 +212,20 @@ impl Accounts {
         account.password_hash = Some(self.hasher.hash(new_password.to_owned()).await?);
         let mut batch = self.storage.batch();
         batch.put(&self.accounts, user_id, &account)?;
+        let mut removed = Vec::new();
         if logout_devices {
             for (device_id, _) in self.list_devices(user_id)? {
                 if Some(&device_id) != keep {
                     self.remove_device_into(&mut batch, user_id, &device_id)?;
+                    removed.push(device_id);
                 }
             }
         }
+        let hook = self.devices_removing(&mut batch, user_id, &removed)?;
         self.storage.commit(batch).await?;
+        if let Some(hook) = hook {
+            hook.committed();
+        }
         Ok(())
     }
 
@@ -210,17 +240,43 @@ impl Accounts {
         account.deactivated = true;
         let mut batch = self.storage.batch();
         batch.put(&self.accounts, user_id, &account)?;
+        let mut removed = Vec::new();
         for (device_id, _) in self.list_devices(user_id)? {
             self.remove_device_into(&mut batch, user_id, &device_id)?;
+            removed.push(device_id);
         }
         batch.delete(&self.profiles, user_id);
+        let hook = self.devices_removing(&mut batch, user_id, &removed)?;
         self.storage.commit(batch).await?;
+        if let Some(hook) = hook {
+            hook.committed();
+        }
         Ok(())
     }
 
     /// Sets who hears of account data changes; only the first call counts.
     pub fn set_account_data_listener(&self, listener: Arc<dyn AccountDataListener>) {
         let _ = self.account_data_listener.set(listener);
+    }
+
+    /// Sets who removes per-device data kept elsewhere; only the first call counts.
+    pub fn set_device_removal_listener(&self, listener: Arc<dyn DeviceRemovalListener>) {
+        let _ = self.device_removal_listener.set(listener);
+    }
+
+    /// Lets the [`DeviceRemovalListener`] add its part to `batch`.
+    fn devices_removing(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<Option<Box<dyn DevicesRemoved>>> {
+        match self.device_removal_listener.get() {
+            Some(listener) if !devices.is_empty() => {
+                listener.removing(batch, user_id, devices).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     fn account_data_changed(&self, user_id: &UserId) {

@@ -30,6 +30,8 @@ pub enum Purpose {
     ChangePassword,
     Deactivate,
     DeleteDevices,
+    /// Replacing cross-signing keys (`/keys/device_signing/upload`).
+    UploadSigningKeys,
 }
 
 #[derive(Default)]

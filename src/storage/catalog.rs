@@ -137,6 +137,31 @@ catalog! {
     /// (recipient user id, device id, stream position) → to-device message,
     /// until the device acknowledges it by syncing past it (`to_device`).
     UserDeviceIdPosToDevice => "userdeviceidpos_todevice", Scan;
+    /// (user id, device id) → the device's signed identity keys as uploaded
+    /// (`e2ee::device_keys`).
+    UserDeviceIdDeviceKeys => "userdeviceid_devicekeys", Point;
+    /// (user id, device id, algorithm, upload sequence) → one-time key: a
+    /// device's unclaimed keys per algorithm in upload order (`e2ee::one_time`).
+    UserDeviceIdAlgSeqOneTimeKey => "userdeviceidalgseq_onetimekey", Scan;
+    /// (user id, device id, algorithm) → number of unclaimed one-time keys.
+    UserDeviceIdAlgOneTimeKeyCount => "userdeviceidalg_onetimekeycount", Scan;
+    /// (user id, device id, algorithm) → the device's fallback key and
+    /// whether it was handed out.
+    UserDeviceIdAlgFallbackKey => "userdeviceidalg_fallbackkey", Scan;
+    /// (user id, "master" | "self_signing" | "user_signing") → cross-signing
+    /// key as uploaded (`e2ee::cross_signing`).
+    UserIdUsageCrossSigningKey => "useridusage_crosssigningkey", Point;
+    /// (user id, signed key, signer user id) → signatures uploaded through
+    /// `/keys/signatures/upload`, merged into `/keys/query` answers.
+    UserIdTargetSignerSignatures => "useridtargetsigner_signatures", Scan;
+    /// Stream position → user whose device list or keys changed
+    /// (`e2ee::changes`): `/sync` `device_lists` and `/keys/changes`.
+    PosKeyChange => "pos_keychange", Scan;
+    /// (user id, backup version) → backup version info, etag and key count
+    /// (`e2ee::backup`); deleted versions stay as tombstones.
+    UserIdVersionBackup => "useridversion_backup", Scan;
+    /// (user id, backup version, room id, session id) → backed-up room key.
+    UserIdVersionRoomSessionBackupKey => "useridversionroomsession_backupkey", Scan;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

@@ -4,7 +4,7 @@
 //! - `u64`: 8 bytes big-endian, so byte order equals numeric order.
 //! - `String` and ruma ids: their UTF-8 bytes, no length prefix.
 //! - `[u8; 32]` (hashes): the 32 raw bytes.
-//! - Tuples `(A, B)` / `(A, B, C)`: the parts joined by one [`SEP`] (0xFF)
+//! - Tuples `(A, B)` / `(A, B, C)` / `(A, B, C, D)`: the parts joined by one [`SEP`] (0xFF)
 //!   byte; there is a separator after every part but the last, whatever the
 //!   part's type, so the scheme is uniform. 0xFF never occurs in UTF-8, so for
 //!   string parts the separator is unambiguous and `"ab"` + SEP is never a
@@ -64,6 +64,9 @@ pub trait KeyPrefix<K>: KeyCodec {
 impl<A: KeyPart, B: KeyPart> KeyPrefix<(A, B)> for A {}
 impl<A: KeyPart, B: KeyPart, C: KeyPart> KeyPrefix<(A, B, C)> for A {}
 impl<A: KeyPart, B: KeyPart, C: KeyPart> KeyPrefix<(A, B, C)> for (A, B) {}
+impl<A: KeyPart, B: KeyPart, C: KeyPart, D: KeyPart> KeyPrefix<(A, B, C, D)> for A {}
+impl<A: KeyPart, B: KeyPart, C: KeyPart, D: KeyPart> KeyPrefix<(A, B, C, D)> for (A, B) {}
+impl<A: KeyPart, B: KeyPart, C: KeyPart, D: KeyPart> KeyPrefix<(A, B, C, D)> for (A, B, C) {}
 
 impl KeyCodec for u64 {
     const FIXED_LEN: Option<usize> = Some(8);
@@ -184,6 +187,30 @@ impl<A: KeyPart, B: KeyPart, C: KeyPart> KeyCodec for (A, B, C) {
     }
 }
 
+impl<A: KeyPart, B: KeyPart, C: KeyPart, D: KeyPart> KeyCodec for (A, B, C, D) {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        self.0.encode_into(out);
+        out.push(SEP);
+        self.1.encode_into(out);
+        out.push(SEP);
+        self.2.encode_into(out);
+        out.push(SEP);
+        self.3.encode_into(out);
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (a, rest) = split_part::<A>(bytes)?;
+        let (b, rest) = split_part::<B>(rest)?;
+        let (c, rest) = split_part::<C>(rest)?;
+        Ok((
+            A::decode(a)?,
+            B::decode(b)?,
+            C::decode(c)?,
+            D::decode(rest)?,
+        ))
+    }
+}
+
 /// Serialises a value (serde_json).
 pub(crate) fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(value)
@@ -242,6 +269,18 @@ mod tests {
             "txn1".to_owned(),
         ));
         round_trip((u64::MAX, [0xFFu8; 32], 3u64));
+        round_trip((
+            user("@a:x.org"),
+            7u64,
+            OwnedRoomId::try_from("!r:x.org").unwrap(),
+            "session".to_owned(),
+        ));
+        round_trip((
+            user("@a:x.org"),
+            OwnedDeviceId::from("D"),
+            String::new(),
+            u64::MAX,
+        ));
     }
 
     #[test]
@@ -310,6 +349,7 @@ mod tests {
         assert!(<(u64, String)>::decode(&[0; 9]).is_err());
         assert!(<(String, String)>::decode(b"a\xFFb\xFFc").is_err());
         assert!(<(String, String, String)>::decode(b"a\xFFb").is_err());
+        assert!(<(String, String, String, String)>::decode(b"a\xFFb\xFFc").is_err());
         assert!(<(OwnedUserId, OwnedDeviceId)>::decode(b"alice\xFFDEV").is_err());
         assert!(<([u8; 32], u64)>::decode(&[]).is_err());
         for len in 0..40 {

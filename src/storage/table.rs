@@ -131,6 +131,13 @@ impl<K: KeyCodec, V: DeserializeOwned> Table<K, V> {
         self.scan_from(prefix.encode_prefix(), start.map(KeyCodec::encode), order)
     }
 
+    /// Entries of the whole table from `start` on, in `order` (ascending:
+    /// keys `>= start`). A global stream keyed by position reads "everything
+    /// after this token" with it.
+    pub fn iter_from(&self, start: &K, order: Order) -> Iter<'_, K, V> {
+        self.scan_from(Vec::new(), Some(start.encode()), order)
+    }
+
     /// Every entry of the table, in key order.
     pub fn iter(&self) -> Iter<'_, K, V> {
         self.scan(Vec::new())

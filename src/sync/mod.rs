@@ -9,6 +9,7 @@
 //! - `account_data`: stream positions for account data changes.
 //! - `state`: a room's `state` / `state_after` section, lazy-loading members.
 //! - `lazy`: which member events each device was sent (lazy loading).
+//! - `e2ee`: `device_lists`, one-time key counts, unused fallback key types.
 //!
 //! Tokens are stream positions (`s<position>`, `rooms::make_token`), the
 //! same tokens `/messages` takes; `next_batch` is always the *committed*
@@ -22,6 +23,7 @@
 //! It reads the accounts' account data tables directly (read-only).
 
 mod account_data;
+mod e2ee;
 pub mod filter;
 mod lazy;
 pub mod notifier;
@@ -59,6 +61,8 @@ pub struct SyncService {
     to_device: OnceLock<crate::to_device::ToDevice>,
     /// Which users' account data is known to be stamped (`account_data`).
     account_data_marks: Arc<account_data::Marks>,
+    /// Key directory for the E2EE sections, once attached.
+    e2ee: OnceLock<crate::e2ee::E2ee>,
 }
 
 impl SyncService {
@@ -74,6 +78,7 @@ impl SyncService {
             presence: OnceLock::new(),
             to_device: OnceLock::new(),
             account_data_marks: Arc::default(),
+            e2ee: OnceLock::new(),
             storage,
         }
     }
@@ -104,6 +109,11 @@ impl SyncService {
             marks: self.account_data_marks.clone(),
             notifier: self.notifier.clone(),
         })
+    }
+
+    /// Makes `/sync` report device lists and key counts; only the first call counts.
+    pub fn attach_e2ee(&self, e2ee: crate::e2ee::E2ee) {
+        let _ = self.e2ee.set(e2ee);
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

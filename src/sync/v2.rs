@@ -19,7 +19,8 @@
 //!   with `room.include_leave` on an initial or full-state sync; the
 //!   timeline ends with the leave.
 //!
-//! Top-level `to_device` ("Send-to-Device messaging"): `crate::to_device`.
+//! Top-level `to_device` ("Send-to-Device messaging"): `crate::to_device`;
+//! `device_lists` and key counts ("End-to-End Encryption"): `super::e2ee`.
 //!
 //! Long-poll: register with the notifier *before* reading, answer at once if
 //! anything is new, otherwise wait for a wake-up or the timeout and read again.
@@ -100,6 +101,7 @@ fn is_empty(response: &Response) -> bool {
         && response.account_data.is_empty()
         && response.presence.is_empty()
         && response.to_device.is_empty()
+        && response.device_lists.is_empty()
 }
 
 impl SyncService {
@@ -139,6 +141,8 @@ impl SyncService {
         let filter = &request.filter;
         let mut response = Response::new(make_token(upto));
         response.to_device.events = to_device;
+        let device = request.device.as_ref();
+        self.e2ee_sections(rooms, user, device, since, upto, &mut response)?;
 
         let mut global = Vec::new();
         for entry in account_data

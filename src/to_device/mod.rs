@@ -33,8 +33,8 @@
 //! (`sync::v2` builds the whole response up to that lower position). A sync
 //! retried with an older token gets the unacknowledged messages again.
 //!
-//! Not yet: deleting a device's inbox when the device is deleted (the rows
-//! stay until a device with the same id syncs past them).
+//! A deleted device's inbox is deleted with it ([`ToDevice::remove_inbox_into`],
+//! called from `e2ee`'s device removal hook in the same batch).
 //!
 //! Tables (key → value):
 //! - `userdeviceidpos_todevice`: (recipient, device, stream position) →
@@ -198,6 +198,24 @@ impl ToDevice {
         }
         inner.storage.commit(acknowledged).await?;
         Ok((events, end))
+    }
+}
+
+impl ToDevice {
+    /// Adds the deletion of `device`'s whole inbox to `batch` (the device is
+    /// being deleted: nothing could ever fetch these messages).
+    pub fn remove_inbox_into(
+        &self,
+        batch: &mut crate::storage::Batch,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<()> {
+        let prefix = (user.to_owned(), device.to_owned());
+        for row in self.inner.inbox.iter_prefix(&prefix) {
+            let (key, _) = row?;
+            batch.delete(&self.inner.inbox, &key);
+        }
+        Ok(())
     }
 }
 

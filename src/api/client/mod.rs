@@ -8,18 +8,23 @@ mod devices;
 mod directory;
 mod discovery;
 mod ephemeral;
+mod keys;
 mod membership;
 mod presence;
 mod profile;
 mod push;
 mod redaction;
 mod relations;
+mod room_keys;
 mod rooms;
 mod session;
 mod sync;
 mod to_device;
 
-use axum::{routing::get, Router};
+use axum::{
+    routing::{any, get},
+    Router,
+};
 
 use crate::{api::ruma::RumaRouter, AppState};
 
@@ -115,4 +120,32 @@ pub fn router() -> Router<AppState> {
         .ruma(presence::set_status)
         .ruma(presence::get_status)
         .ruma(to_device::send)
+        .ruma(keys::upload)
+        .ruma(keys::query)
+        .ruma(keys::claim)
+        .ruma(keys::changes)
+        .ruma(keys::upload_signing_keys)
+        .ruma(keys::upload_signatures)
+        .route(DEHYDRATED_DEVICE, any(keys::dehydrated_device))
+        .route(
+            &format!("{DEHYDRATED_DEVICE}/{{device_id}}/events"),
+            any(keys::dehydrated_device),
+        )
+        .ruma(room_keys::create_version)
+        .ruma(room_keys::latest_version)
+        .ruma(room_keys::get_version)
+        .ruma(room_keys::update_version)
+        .ruma(room_keys::delete_version)
+        .ruma(room_keys::put_keys)
+        .ruma(room_keys::put_room_keys)
+        .ruma(room_keys::put_session_key)
+        .ruma(room_keys::get_keys)
+        .ruma(room_keys::get_room_keys)
+        .ruma(room_keys::get_session_key)
+        .ruma(room_keys::delete_keys)
+        .ruma(room_keys::delete_room_keys)
+        .ruma(room_keys::delete_session_key)
 }
+
+/// MSC3814's dehydrated device endpoint, answered `M_UNRECOGNIZED`.
+const DEHYDRATED_DEVICE: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
