@@ -11,6 +11,7 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod rooms;
+pub mod sending;
 pub mod server;
 pub mod server_keys;
 pub mod storage;

@@ -137,6 +137,12 @@ catalog! {
     /// (recipient user id, device id, stream position) → to-device message,
     /// until the device acknowledges it by syncing past it (`to_device`).
     UserDeviceIdPosToDevice => "userdeviceidpos_todevice", Scan;
+    /// (destination server, sequence number) → PDU event id or EDU waiting
+    /// to be sent there, in order (`sending`).
+    DestinationSeqSendingItem => "destinationseq_sendingitem", Scan;
+    /// Destination server → the transaction being sent there (its id and
+    /// items), so a retry, also after a restart, resends the same one (`sending`).
+    DestinationSendingTxn => "destination_sendingtxn", Point;
 }
 
 /// Block cache shared by every table: one memory budget for the database.
