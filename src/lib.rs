@@ -16,6 +16,7 @@ pub mod server;
 pub mod server_keys;
 pub mod storage;
 pub mod sync;
+pub mod tls;
 pub mod to_device;
 pub mod typing;
 
@@ -36,6 +37,7 @@ pub struct Services {
     pub receipts: Arc<receipts::Receipts>,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
+    pub sending: sending::Sending,
     pub signing_key: Arc<SigningKey>,
 }
 
