@@ -8,6 +8,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use figment::{
@@ -80,8 +81,11 @@ pub struct RegistrationConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FederationConfig {
     pub enabled: bool,
-    /// Address of the TLS federation listener.
+    /// Address of the federation listener (Server-Server API).
     pub listen: SocketAddr,
+    /// Serve TLS on `listen`. Off: plain HTTP for a reverse proxy on the
+    /// same machine that terminates TLS for other servers.
+    pub tls: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Generate a development certificate when no certificate is given.
@@ -92,6 +96,10 @@ pub struct FederationConfig {
     pub allow_private_ranges: bool,
     /// Server signing key file; default `<data_dir>/signing.key`, generated on first start.
     pub signing_key: Option<PathBuf>,
+    /// Longest wait between delivery attempts to an unreachable server (the
+    /// wait doubles after each failure up to this), e.g. `"1h"`, `"30m"`.
+    #[serde(with = "duration_text")]
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,10 +175,12 @@ impl Default for FederationConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8448)),
             tls_cert: None,
             tls_key: None,
+            tls: true,
             self_signed: false,
             verify_certificates: true,
             allow_private_ranges: false,
             signing_key: None,
+            max_backoff: Duration::from_secs(3600),
         }
     }
 }
@@ -260,10 +270,17 @@ impl Config {
         if fed.tls_cert.is_some() != fed.tls_key.is_some() {
             return invalid("federation.tls_cert and federation.tls_key must be given together");
         }
-        if fed.enabled && fed.tls_cert.is_none() && !fed.self_signed {
+        if fed.enabled && fed.tls && fed.tls_cert.is_none() && !fed.self_signed {
             return invalid(
-                "federation.enabled needs federation.tls_cert and tls_key, or self_signed = true",
+                "federation.enabled needs federation.tls_cert and tls_key, or self_signed = true \
+                 (or tls = false behind a reverse proxy that terminates TLS)",
             );
+        }
+        if fed.enabled && fed.listen == self.client.listen {
+            return invalid("federation.listen must differ from client.listen");
+        }
+        if fed.max_backoff < Duration::from_secs(1) {
+            return invalid("federation.max_backoff must be at least 1s");
         }
         Ok(())
     }
@@ -344,6 +361,24 @@ fn describe_error(error: figment::Error) -> String {
         message.push_str(&format!(" (from {source})"));
     }
     message
+}
+
+/// Durations written as text (`"90s"`, `"1h 30m"`), via humantime.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\": {e}"))
+        })
+    }
 }
 
 /// The spec's grammar for registration tokens: `[A-Za-z0-9._~-]{1,64}`.
@@ -432,6 +467,28 @@ mod tests {
     fn federation_without_certificate_is_refused() {
         assert!(load_str("[federation]\nenabled = true\n").is_err());
         assert!(load_str("[federation]\nenabled = true\nself_signed = true\n").is_ok());
+        // Behind a TLS-terminating proxy no certificate is needed.
+        assert!(load_str("[federation]\nenabled = true\ntls = false\n").is_ok());
+    }
+
+    #[test]
+    fn federation_listeners_and_back_off_are_checked() {
+        let same = "[client]\nlisten = \"127.0.0.1:9000\"\n\
+                    [federation]\nenabled = true\ntls = false\nlisten = \"127.0.0.1:9000\"\n";
+        assert!(load_str(same).is_err());
+        let c = load_str("[federation]\nmax_backoff = \"30m\"\n").unwrap();
+        assert_eq!(c.federation.max_backoff, Duration::from_secs(1800));
+        assert_eq!(
+            load_str("").unwrap().federation.max_backoff,
+            Duration::from_secs(3600)
+        );
+        let err = load_str("[federation]\nmax_backoff = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_backoff"), "{err}");
+        assert!(load_str("[federation]\nmax_backoff = \"10ms\"\n").is_err());
+        // The effective configuration renders and reloads.
+        assert!(c.to_masked_toml().contains("max_backoff = \"30m\""));
     }
 
     #[test]

@@ -12,10 +12,12 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod rooms;
+pub mod sending;
 pub mod server;
 pub mod server_keys;
 pub mod storage;
 pub mod sync;
+pub mod tls;
 pub mod to_device;
 pub mod typing;
 
@@ -37,6 +39,7 @@ pub struct Services {
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
     pub e2ee: e2ee::E2ee,
+    pub sending: sending::Sending,
     pub signing_key: Arc<SigningKey>,
 }
 

@@ -1,21 +1,34 @@
 //! Start-up and shutdown of `feathur serve`: logging, storage, keys, listeners;
 //! on SIGTERM/SIGINT stop accepting, finish in-flight requests, flush, exit 0.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use axum::Router;
+use ruma::EventId;
+use serde_json::value::RawValue;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     accounts::Accounts,
     config::{Config, LogFormat},
     directory::Directory,
+    error::Error,
     rooms::Rooms,
+    sending::{PduSource, Sending, SendingConfig},
     server_keys,
     storage::{OpenMode, Storage},
     sync::SyncService,
     Services,
 };
+
+/// How long the federation listener lets open connections finish on shutdown.
+/// Peers keep idle connections open; those are closed at once.
+const FEDERATION_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
@@ -58,8 +71,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if config.federation.enabled {
         tracing::warn!(
-            "[federation] is enabled, but this version does not federate yet; \
-             the settings are validated only"
+            "[federation] is enabled, but this version serves only its keys and version to \
+             other servers: it does not send or receive events yet, and verify_certificates \
+             and allow_private_ranges are validated only"
         );
     }
 
@@ -101,7 +115,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     sync.attach_e2ee(e2ee.clone());
     accounts.set_device_removal_listener(Arc::new(e2ee.clone()));
+    let sending = Sending::new(
+        storage.clone(),
+        config.server_name.clone(),
+        SendingConfig::with_max_backoff(config.federation.max_backoff),
+    );
+
+    // Bind every listener before serving: a taken port fails start-up at once.
     let listen = config.client.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} for the client API"))?;
+    let federation = if config.federation.enabled {
+        Some(FederationListener::bind(&config).await?)
+    } else {
+        None
+    };
     let state = Arc::new(Services {
         config,
         storage: storage.clone(),
@@ -115,31 +144,138 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         presence,
         to_device,
         e2ee,
+        sending,
         signing_key,
     });
-    let app = crate::api::client_app(state.clone());
+    if state.config.federation.enabled {
+        // The outbound federation client is not part of this build yet:
+        // queued deliveries stay queued (and durable) until it is.
+        state.sending.start(
+            Arc::new(crate::sending::Unconfigured),
+            Arc::new(RoomPdus(Arc::downgrade(&state))),
+        )?;
+    }
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen} for the client API"))?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
     tracing::info!(
         server_name = %state.config.server_name,
         key_id = state.signing_key.key_id(),
         "serving the client API on http://{listen}"
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving the client API")?;
+    let client = async {
+        axum::serve(
+            listener,
+            crate::api::client_app(state.clone())
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .await
+        .context("serving the client API")
+    };
+    let federation = async {
+        match federation {
+            Some(federation) => {
+                let app = crate::api::federation_app(state.clone());
+                federation.serve(app, stopped.clone()).await
+            }
+            None => Ok(()),
+        }
+    };
+    let served = tokio::try_join!(client, federation);
+    state.sending.shutdown().await;
+    served?;
 
     tracing::info!("stopped accepting; flushing the database");
     drop(state);
     storage.flush()?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Resolves once `stopped` turns true (or its sender is gone).
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// The Server-Server API listener: TLS with the configured or a generated
+/// certificate, or plain HTTP behind a reverse proxy (`tls = false`).
+struct FederationListener {
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl FederationListener {
+    async fn bind(config: &Config) -> anyhow::Result<FederationListener> {
+        let federation = &config.federation;
+        let tls = if federation.tls {
+            Some(crate::tls::server_config(federation, &config.server_name)?)
+        } else {
+            None
+        };
+        if federation.tls && federation.tls_cert.is_none() {
+            tracing::warn!(
+                "the federation listener uses a generated self-signed certificate: \
+                 only servers that skip certificate verification can connect"
+            );
+        }
+        let listen = federation.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} for federation"))?;
+        Ok(FederationListener { listener, tls })
+    }
+
+    /// Serves `app` until `stopped`, then lets open requests finish.
+    async fn serve(self, app: Router, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let Some(tls) = self.tls else {
+            tracing::info!("serving the Server-Server API on http://{addr} (TLS by a proxy)");
+            return axum::serve(self.listener, make_service)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .await
+                .context("serving the Server-Server API");
+        };
+        let handle = axum_server::Handle::<SocketAddr>::new();
+        tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                until_stopped(stopped).await;
+                handle.graceful_shutdown(Some(FEDERATION_SHUTDOWN_GRACE));
+            }
+        });
+        tracing::info!("serving the Server-Server API on https://{addr}");
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+        axum_server::tls_rustls::from_tcp_rustls(self.listener.into_std()?, config)?
+            .handle(handle)
+            .serve(make_service)
+            .await
+            .context("serving the Server-Server API")
+    }
+}
+
+/// Lets the federation sender read PDUs through the rooms domain. Weak, as
+/// `Services` owns the sender; the sender is shut down before `Services` goes.
+struct RoomPdus(Weak<Services>);
+
+impl PduSource for RoomPdus {
+    fn pdu_json(&self, event_id: &EventId) -> crate::error::Result<Option<Box<RawValue>>> {
+        // An error, not "no such event": that would drop the queued PDU.
+        let services = self
+            .0
+            .upgrade()
+            .ok_or_else(|| Error::internal("the server is shutting down"))?;
+        let Some(pdu) = services.rooms.get_pdu(event_id)? else {
+            return Ok(None);
+        };
+        serde_json::value::to_raw_value(&pdu.json)
+            .map(Some)
+            .map_err(|e| Error::internal(format!("encoding PDU {event_id}: {e}")))
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -37,6 +37,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     startup_timeout: Duration,
+    federation: bool,
 }
 
 impl Default for ServerBuilder {
@@ -46,6 +47,7 @@ impl Default for ServerBuilder {
             env: Vec::new(),
             data_dir: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            federation: false,
         }
     }
 }
@@ -86,6 +88,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the federation listener too, with a generated self-signed
+    /// certificate on a free loopback port: [`TestServer::federation_port`].
+    pub fn federation(mut self) -> Self {
+        self.federation = true;
+        self
+    }
+
     /// Writes the config and data directory without starting a process; use
     /// [`TestServer::run_cli`] and then [`TestServer::restart`] to start it.
     pub fn prepare(self) -> TestServer {
@@ -100,6 +109,7 @@ impl ServerBuilder {
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
         let server = TestServer {
+            federation_port: self.federation.then(|| free_port_besides(port)),
             config_path: dir.path().join("feathur.toml"),
             log_path: dir.path().join("server.log"),
             http: HttpClient::new(&base_url),
@@ -138,6 +148,9 @@ impl ServerBuilder {
                 Ok(()) => return Ok(server),
                 Err(f) if f.status.is_some() && mentions_addr_in_use(&f.log) => {
                     server.port = free_port();
+                    server.federation_port = server
+                        .federation_port
+                        .map(|_| free_port_besides(server.port));
                     server.http = HttpClient::new(&format!("http://127.0.0.1:{}", server.port));
                     server.write_config();
                 }
@@ -145,6 +158,16 @@ impl ServerBuilder {
             }
         }
         server.spawn_and_wait().await.map(|()| server)
+    }
+}
+
+/// A free port other than `taken` (which was free a moment ago too).
+fn free_port_besides(taken: u16) -> u16 {
+    loop {
+        let port = free_port();
+        if port != taken {
+            return port;
+        }
     }
 }
 
@@ -162,6 +185,8 @@ pub struct TestServer {
     config_path: PathBuf,
     log_path: PathBuf,
     port: u16,
+    /// Port of the TLS federation listener, when enabled.
+    federation_port: Option<u16>,
     overrides: Vec<toml::Table>,
     env: Vec<(String, String)>,
     startup_timeout: Duration,
@@ -198,6 +223,13 @@ impl TestServer {
 
     /// The config this harness writes, before test overrides.
     fn base_config(&self) -> toml::Table {
+        let federation = match self.federation_port {
+            Some(port) => format!(
+                "enabled = true\nself_signed = true\nlisten = \"127.0.0.1:{port}\"\n\
+                 max_backoff = \"5s\""
+            ),
+            None => "enabled = false".to_owned(),
+        };
         let text = format!(
             r#"
 server_name = "localhost:{port}"
@@ -209,7 +241,7 @@ max_request_bytes = 1048576
 open = true
 tokens = []
 [federation]
-enabled = false
+{federation}
 [log]
 level = "info"
 format = "text"
@@ -241,6 +273,13 @@ format = "text"
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The federation listener's port; panics unless the server was built
+    /// with [`ServerBuilder::federation`].
+    pub fn federation_port(&self) -> u16 {
+        self.federation_port
+            .expect("the server was started without ServerBuilder::federation")
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -162,6 +162,12 @@ catalog! {
     UserIdVersionBackup => "useridversion_backup", Scan;
     /// (user id, backup version, room id, session id) → backed-up room key.
     UserIdVersionRoomSessionBackupKey => "useridversionroomsession_backupkey", Scan;
+    /// (destination server, sequence number) → PDU event id or EDU waiting
+    /// to be sent there, in order (`sending`).
+    DestinationSeqSendingItem => "destinationseq_sendingitem", Scan;
+    /// Destination server → the transaction being sent there (its id and
+    /// items), so a retry, also after a restart, resends the same one (`sending`).
+    DestinationSendingTxn => "destination_sendingtxn", Point;
 }
 
 /// Block cache shared by every table: one memory budget for the database.

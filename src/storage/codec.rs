@@ -140,7 +140,8 @@ ruma_id_key!(
     OwnedDeviceId,
     OwnedRoomId,
     OwnedEventId,
-    OwnedRoomAliasId
+    OwnedRoomAliasId,
+    OwnedServerName
 );
 
 /// Splits the first part (of type `P`) and its separator off `bytes`.
@@ -249,6 +250,7 @@ mod tests {
         round_trip(OwnedRoomId::try_from("!room:example.org").unwrap());
         round_trip(OwnedEventId::try_from("$abcdefghijklmnopqrstuvwxyz012345678901234").unwrap());
         round_trip(OwnedRoomAliasId::try_from("#lobby:example.org").unwrap());
+        round_trip(ruma::OwnedServerName::try_from("[::1]:8448").unwrap());
     }
 
     #[test]

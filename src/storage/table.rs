@@ -133,7 +133,8 @@ impl<K: KeyCodec, V: DeserializeOwned> Table<K, V> {
 
     /// Entries of the whole table from `start` on, in `order` (ascending:
     /// keys `>= start`). A global stream keyed by position reads "everything
-    /// after this token" with it.
+    /// after this token" with it; with a tuple key, seeking past one first
+    /// part's keys lists the distinct first parts in one seek each.
     pub fn iter_from(&self, start: &K, order: Order) -> Iter<'_, K, V> {
         self.scan_from(Vec::new(), Some(start.encode()), order)
     }
@@ -368,6 +369,27 @@ mod tests {
         let from = (ab.clone(), 1);
         let asc = collect(t.iter_prefix_from(&ab, Some(&from), Order::Ascending));
         assert_eq!(asc, [(ab.clone(), 1), (ab.clone(), 2)]);
+    }
+
+    #[test]
+    fn iter_from_starts_at_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), OpenMode::ReadWrite).unwrap();
+        let t: Table<(u64, u64), u64> = storage.table(Cf::UserDeviceIdTxnIdResponse);
+        let mut batch = storage.batch();
+        for key in [(1u64, 1u64), (1, 5), (2, 0), (3, 7)] {
+            batch.put(&t, &key, &0).unwrap();
+        }
+        storage.commit_blocking(batch).unwrap();
+        assert_eq!(
+            collect(t.iter_from(&(1, 5), Order::Ascending)),
+            [(1, 5), (2, 0), (3, 7)]
+        );
+        assert_eq!(
+            collect(t.iter_from(&(1, u64::MAX), Order::Ascending)),
+            [(2, 0), (3, 7)]
+        );
+        assert!(collect(t.iter_from(&(3, 8), Order::Ascending)).is_empty());
     }
 
     #[test]
