@@ -58,6 +58,11 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Error {
         Error::Internal(message.into())
     }
+    /// Another server failed us (unreachable, or answered nonsense) while
+    /// serving a client's request: 502 `M_UNKNOWN` with the reason.
+    pub fn bad_gateway(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::BAD_GATEWAY, ErrorKind::Unknown, message)
+    }
 
     pub fn status(&self) -> StatusCode {
         match self {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod directory;
 pub mod e2ee;
 pub mod error;
+pub mod federation;
 pub mod presence;
 pub mod push;
 pub mod receipts;
@@ -40,6 +41,8 @@ pub struct Services {
     pub to_device: to_device::ToDevice,
     pub e2ee: e2ee::E2ee,
     pub sending: sending::Sending,
+    /// Present when `[federation] enabled`.
+    pub federation: Option<Arc<federation::Federation>>,
     pub signing_key: Arc<SigningKey>,
 }
 

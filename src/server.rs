@@ -69,13 +69,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.client.listen
         );
     }
-    if config.federation.enabled {
-        tracing::warn!(
-            "[federation] is enabled, but this version serves only its keys and version to \
-             other servers: it does not send or receive events yet, and verify_certificates \
-             and allow_private_ranges are validated only"
-        );
-    }
 
     let signing_key = Arc::new(signing_key);
     let accounts = Accounts::new(storage.clone(), &config);
@@ -120,13 +113,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.server_name.clone(),
         SendingConfig::with_max_backoff(config.federation.max_backoff),
     );
+    let federation = if config.federation.enabled {
+        rooms.set_sending(sending.clone());
+        Some(Arc::new(
+            crate::federation::Federation::new(&config, &storage, signing_key.clone())
+                .context("setting up the federation client")?,
+        ))
+    } else {
+        None
+    };
 
     // Bind every listener before serving: a taken port fails start-up at once.
     let listen = config.client.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} for the client API"))?;
-    let federation = if config.federation.enabled {
+    let federation_listener = if config.federation.enabled {
         Some(FederationListener::bind(&config).await?)
     } else {
         None
@@ -145,13 +147,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         to_device,
         e2ee,
         sending,
+        federation,
         signing_key,
     });
-    if state.config.federation.enabled {
-        // The outbound federation client is not part of this build yet:
-        // queued deliveries stay queued (and durable) until it is.
+    if let Some(federation) = &state.federation {
         state.sending.start(
-            Arc::new(crate::sending::Unconfigured),
+            Arc::new(crate::federation::ClientTransport::new(
+                federation.client().clone(),
+            )),
             Arc::new(RoomPdus(Arc::downgrade(&state))),
         )?;
     }
@@ -177,7 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("serving the client API")
     };
     let federation = async {
-        match federation {
+        match federation_listener {
             Some(federation) => {
                 let app = crate::api::federation_app(state.clone());
                 federation.serve(app, stopped.clone()).await

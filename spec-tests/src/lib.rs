@@ -19,7 +19,9 @@
 
 mod http;
 mod matrix;
+mod rooms;
 mod server;
+mod synapse;
 mod util;
 
 pub use http::{enc, install_crypto_provider, HttpClient, Method, RawResponse, StatusCode};
@@ -28,5 +30,6 @@ pub use matrix::{
     uia_flows, Session,
 };
 pub use serde_json::{json, Value};
-pub use server::{ServerBuilder, StartFailure, TestServer, DEFAULT_STARTUP_TIMEOUT};
+pub use server::{PeerName, ServerBuilder, StartFailure, TestServer, DEFAULT_STARTUP_TIMEOUT};
+pub use synapse::{synapse_python, SynapseServer};
 pub use util::{feathur_bin, free_port, merge_toml, output_text, tail};

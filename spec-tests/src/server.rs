@@ -38,6 +38,18 @@ pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
     startup_timeout: Duration,
     federation: bool,
+    peer_name: Option<PeerName>,
+}
+
+/// How a federating test server names itself: the server name must lead
+/// other servers to its federation port (an explicit port skips
+/// `.well-known` and SRV lookups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerName {
+    /// `127.0.0.1:PORT`: an IP literal (no SNI from peers).
+    Ip,
+    /// `localhost:PORT`: a hostname with an explicit port.
+    Localhost,
 }
 
 impl Default for ServerBuilder {
@@ -48,6 +60,7 @@ impl Default for ServerBuilder {
             data_dir: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             federation: false,
+            peer_name: None,
         }
     }
 }
@@ -95,6 +108,15 @@ impl ServerBuilder {
         self
     }
 
+    /// A server other servers can federate with: the federation listener
+    /// on, the server name `HOST:FEDERATION_PORT`, certificates not checked
+    /// and loopback peers allowed (a test network).
+    pub fn peer(mut self, name: PeerName) -> Self {
+        self.federation = true;
+        self.peer_name = Some(name);
+        self
+    }
+
     /// Writes the config and data directory without starting a process; use
     /// [`TestServer::run_cli`] and then [`TestServer::restart`] to start it.
     pub fn prepare(self) -> TestServer {
@@ -110,6 +132,7 @@ impl ServerBuilder {
         let base_url = format!("http://127.0.0.1:{port}");
         let server = TestServer {
             federation_port: self.federation.then(|| free_port_besides(port)),
+            peer_name: self.peer_name,
             config_path: dir.path().join("feathur.toml"),
             log_path: dir.path().join("server.log"),
             http: HttpClient::new(&base_url),
@@ -187,6 +210,7 @@ pub struct TestServer {
     port: u16,
     /// Port of the TLS federation listener, when enabled.
     federation_port: Option<u16>,
+    peer_name: Option<PeerName>,
     overrides: Vec<toml::Table>,
     env: Vec<(String, String)>,
     startup_timeout: Duration,
@@ -230,9 +254,14 @@ impl TestServer {
             ),
             None => "enabled = false".to_owned(),
         };
+        let federation = if self.peer_name.is_some() {
+            format!("{federation}\nverify_certificates = false\nallow_private_ranges = true")
+        } else {
+            federation
+        };
         let text = format!(
             r#"
-server_name = "localhost:{port}"
+server_name = "{server_name}"
 data_dir = {data}
 [client]
 listen = "127.0.0.1:{port}"
@@ -247,6 +276,7 @@ level = "info"
 format = "text"
 "#,
             port = self.port,
+            server_name = self.server_name(),
             data = toml::Value::String(self.data_dir.to_str().expect("utf-8 temp path").to_owned()),
         );
         text.parse().expect("base config is valid TOML")
@@ -261,9 +291,14 @@ format = "text"
         fs::write(&self.config_path, text).expect("writing the config file");
     }
 
-    /// The `server_name`: `localhost:PORT`.
+    /// The `server_name`: `localhost:PORT` (the client port), or for a
+    /// [`ServerBuilder::peer`] `127.0.0.1:` / `localhost:` + the federation port.
     pub fn server_name(&self) -> String {
-        format!("localhost:{}", self.port)
+        match (self.peer_name, self.federation_port) {
+            (Some(PeerName::Ip), Some(port)) => format!("127.0.0.1:{port}"),
+            (Some(PeerName::Localhost), Some(port)) => format!("localhost:{port}"),
+            _ => format!("localhost:{}", self.port),
+        }
     }
 
     /// `@localpart:localhost:PORT`

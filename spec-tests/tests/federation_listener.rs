@@ -126,12 +126,27 @@ async fn keys_and_version_over_tls_with_and_without_sni() {
 }
 
 #[tokio::test]
-async fn unimplemented_federation_paths_are_unrecognized() {
+async fn unsigned_requests_are_unauthorized_and_unknown_paths_unrecognized() {
     let server = TestServer::builder().federation().start().await;
     let port = server.federation_port();
     let client = peer(port);
     let base = format!("https://127.0.0.1:{port}");
-    let requests = [
+    let send = |method: reqwest::Method, path: &'static str| {
+        let request = client
+            .request(method.clone(), format!("{base}{path}"))
+            .body("{}");
+        async move {
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+            let status = response.status();
+            let body: Value = response.json().await.expect("a JSON error body");
+            (status, body)
+        }
+    };
+    // Signed endpoints without a signature: 401 before anything else.
+    for (method, path) in [
         (
             reqwest::Method::GET,
             "/_matrix/federation/v1/query/directory?room_alias=%23a%3Ab",
@@ -141,18 +156,18 @@ async fn unimplemented_federation_paths_are_unrecognized() {
             reqwest::Method::GET,
             "/_matrix/federation/v1/make_join/!r:x/@u:x",
         ),
+    ] {
+        let (status, body) = send(method.clone(), path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+        assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{method} {path}: {body}");
+    }
+    // Not served here (the notary endpoint, the client API).
+    for (method, path) in [
         (reqwest::Method::POST, "/_matrix/key/v2/query"),
         (reqwest::Method::GET, "/_matrix/client/versions"),
-    ];
-    for (method, path) in requests {
-        let response = client
-            .request(method.clone(), format!("{base}{path}"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
-        let body: Value = response.json().await.expect("a JSON error body");
+    ] {
+        let (status, body) = send(method.clone(), path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_eq!(body["errcode"], "M_UNRECOGNIZED", "{method} {path}: {body}");
     }
     // A known path with the wrong method.

@@ -22,6 +22,7 @@ use ruma::api::{
         AppserviceTokenOptional, ExtractTokenError, NoAccessToken, NoAuthentication,
     },
     error::{DeserializationError, ErrorKind, FromHttpRequestError},
+    federation::authentication::ServerSignatures,
     path_builder::PathBuilder,
     IncomingRequest, IncomingRequestExt, Metadata, OutgoingResponse, OutgoingResponseExt,
 };
@@ -34,6 +35,8 @@ pub enum AuthMode {
     None,
     Optional,
     Required,
+    /// Server-Server API: an `X-Matrix` signature from another server.
+    Server,
 }
 
 /// Maps each of ruma's authentication schemes to what the server must check.
@@ -45,6 +48,9 @@ impl ClientAuth for NoAuthentication {
 }
 impl ClientAuth for NoAccessToken {
     const MODE: AuthMode = AuthMode::None;
+}
+impl ClientAuth for ServerSignatures {
+    const MODE: AuthMode = AuthMode::Server;
 }
 impl ClientAuth for AccessToken {
     const MODE: AuthMode = AuthMode::Required;
@@ -66,10 +72,24 @@ pub struct Ruma<T> {
     pub body: T,
     /// The caller, when the endpoint takes an access token and one was given.
     pub session: Option<Session>,
+    /// The calling server, for Server-Server API endpoints (its `X-Matrix`
+    /// signature was verified).
+    pub origin: Option<ruma::OwnedServerName>,
     pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl<T> Ruma<T> {
+    /// The authenticated calling server of a Server-Server API endpoint.
+    pub fn origin(&self) -> Result<&ruma::ServerName, Error> {
+        self.origin.as_deref().ok_or_else(|| {
+            Error::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Unauthorized,
+                "Missing X-Matrix authorization",
+            )
+        })
+    }
+
     /// The caller of an endpoint whose scheme requires a token.
     pub fn session(&self) -> Result<&Session, Error> {
         self.session.as_ref().ok_or_else(|| {
@@ -143,7 +163,13 @@ where
         };
         let http_request = Request::from_parts(parts, body);
         // Who is asking comes first: an unauthenticated caller learns nothing else.
-        let session = authenticate::<T>(state, &http_request).await?;
+        let (session, origin) = if <T::Authentication as ClientAuth>::MODE == AuthMode::Server {
+            // The signature covers the body exactly as sent.
+            let signed = clone_with_body(&http_request, &bytes);
+            (None, Some(authenticate_server(state, &signed).await?))
+        } else {
+            (authenticate::<T>(state, &http_request).await?, None)
+        };
         if !bytes.is_empty() {
             if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
                 return Err(Error::not_json(format!(
@@ -168,6 +194,7 @@ where
         Ok(Ruma {
             body,
             session,
+            origin,
             client_ip,
         })
     }
@@ -208,6 +235,32 @@ where
             "Unknown access token",
         )),
     }
+}
+
+/// The same request head over another body.
+fn clone_with_body<'a>(request: &Request<&[u8]>, body: &'a [u8]) -> Request<&'a [u8]> {
+    let mut out = Request::new(body);
+    *out.method_mut() = request.method().clone();
+    *out.uri_mut() = request.uri().clone();
+    *out.headers_mut() = request.headers().clone();
+    out
+}
+
+/// Verifies another server's `X-Matrix` signature; 401 `M_UNAUTHORIZED` if
+/// it is missing or wrong. A server that reaches us is reachable, so its
+/// delivery back-off ends.
+async fn authenticate_server(
+    state: &AppState,
+    request: &Request<&[u8]>,
+) -> Result<ruma::OwnedServerName, Error> {
+    let Some(federation) = state.federation.as_ref() else {
+        return Err(Error::unrecognized(
+            "Federation is not enabled on this server",
+        ));
+    };
+    let origin = federation.authenticate(request).await?;
+    state.sending.retry_now(&origin);
+    Ok(origin)
 }
 
 fn too_large(limit: u64) -> Error {

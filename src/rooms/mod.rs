@@ -28,6 +28,11 @@ mod power;
 mod read;
 mod redact;
 mod relations;
+pub mod remote;
+#[cfg(test)]
+mod remote_tests;
+mod resolve;
+mod serve;
 pub mod short;
 pub mod state;
 pub mod stream;
@@ -68,6 +73,7 @@ pub use self::{
     pdu::Pdu,
     read::{make_token, parse_token, Page},
     relations::{RelationsPage, RelationsQuery, ThreadsPage},
+    remote::Outcome,
     state::StateMap,
     timeline::Direction,
     upgrade::Upgrade,
@@ -147,6 +153,8 @@ pub struct Rooms {
     timeline: timeline::Timeline,
     relations: relations::RelationIndex,
     pdus: Table<OwnedEventId, Pdu>,
+    rejected: Table<OwnedEventId, String>,
+    invite_state: Table<OwnedEventId, Vec<serde_json::Value>>,
     infos: Table<OwnedRoomId, RoomInfo>,
     extremities: Table<OwnedRoomId, Vec<OwnedEventId>>,
     user_memberships: Table<(OwnedUserId, OwnedRoomId), Membership>,
@@ -159,6 +167,9 @@ pub struct Rooms {
     stream: Arc<stream::Stream>,
     /// Told of each committed local event, in the order added.
     event_hooks: parking_lot::RwLock<Vec<Arc<dyn EventHook>>>,
+    /// Where local events go to the other servers in their rooms; set at
+    /// start-up (rooms exist without it in tests and tools).
+    sending: std::sync::OnceLock<crate::sending::Sending>,
 }
 
 impl Rooms {
@@ -177,6 +188,8 @@ impl Rooms {
             relations: relations::RelationIndex::new(&storage),
             ids,
             pdus: storage.table(Cf::EventIdPdu),
+            rejected: storage.table(Cf::EventIdRejected),
+            invite_state: storage.table(Cf::EventIdInviteState),
             infos: storage.table(Cf::RoomIdInfo),
             extremities: storage.table(Cf::RoomIdForwardExtremities),
             user_memberships: storage.table(Cf::UserRoomIdMembership),
@@ -184,6 +197,7 @@ impl Rooms {
             txns: storage.table(Cf::UserDeviceIdTxnIdResponse),
             room_locks: StdMutex::new(HashMap::new()),
             event_hooks: parking_lot::RwLock::new(Vec::new()),
+            sending: std::sync::OnceLock::new(),
             server_name,
             signing_key,
             default_version,
@@ -194,6 +208,61 @@ impl Rooms {
     /// Adds an [`EventHook`] (domains attach theirs at start-up).
     pub fn add_event_hook(&self, hook: Arc<dyn EventHook>) {
         self.event_hooks.write().push(hook);
+    }
+
+    /// Local events are queued for the other servers in their room from now on.
+    pub fn set_sending(&self, sending: crate::sending::Sending) {
+        let _ = self.sending.set(sending);
+    }
+
+    /// Stages `pdu` for delivery to every other server with a member
+    /// joined to its room, and for the target's server of a membership
+    /// event (a kicked, banned or invited remote user must learn of it).
+    fn queue_for_servers(
+        &self,
+        batch: &mut crate::storage::Batch,
+        pdu: &Pdu,
+    ) -> Result<crate::sending::Queued> {
+        let Some(sending) = self.sending.get() else {
+            return Ok(crate::sending::Queued::default());
+        };
+        let mut servers = self.servers_in_room(&pdu.room_id)?;
+        if pdu.kind == TimelineEventType::RoomMember {
+            if let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
+                if !servers.iter().any(|s| s == target.server_name()) {
+                    servers.push(target.server_name().to_owned());
+                }
+            }
+        }
+        sending.queue_pdu(batch, servers.iter().map(|s| &**s), &pdu.event_id)
+    }
+
+    /// Queues an already stored event for `servers` (e.g. the resident
+    /// server passing on a join it accepted through `send_join`).
+    pub async fn forward_to_servers(
+        &self,
+        event_id: &EventId,
+        servers: &[OwnedServerName],
+    ) -> Result<()> {
+        if let Some(sending) = self.sending.get() {
+            sending
+                .send_pdu(servers.iter().map(|s| &**s), event_id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The database, for callers that record their own facts in a batch.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The room's forward extremities (the DAG's current leaves).
+    pub fn forward_extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        Ok(self
+            .extremities
+            .get(&room_id.to_owned())?
+            .unwrap_or_default())
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -375,8 +444,12 @@ impl Rooms {
         if let Some(key) = &txn_key {
             batch.put(&self.txns, key, &pdu.event_id)?;
         }
+        let queued = self.queue_for_servers(&mut batch, &pdu)?;
         self.storage.commit(batch).await?;
         drop(guard);
+        if let Some(sending) = self.sending.get() {
+            sending.wake(queued);
+        }
         let hooks = self.event_hooks.read().clone();
         for hook in hooks {
             hook.committed(self, &pdu).await;
@@ -387,6 +460,30 @@ impl Rooms {
         in_flight.changed(Some(room_id.to_owned()), target.into_iter().collect());
         in_flight.done();
         Ok(pdu.event_id)
+    }
+
+    /// Builds, signs and auth-checks a local event on the current state
+    /// without storing it: an invite of another server's user, which that
+    /// server must countersign before it is stored (with
+    /// [`Rooms::accept_remote`]) and sent.
+    pub async fn build_unstored(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+    ) -> Result<Pdu> {
+        let guard = self.lock_room(room_id).await;
+        let in_flight = self.stream.begin();
+        let Some(info) = self.room_info(room_id)? else {
+            return Err(Error::not_found("Unknown room"));
+        };
+        // Staged into a batch that is dropped: only the checks count.
+        let mut scratch = self.storage.batch();
+        let pdu = self.append_local(&mut scratch, room_id, &info, sender, event)?;
+        drop(scratch);
+        in_flight.done();
+        drop(guard);
+        Ok(pdu)
     }
 
     /// Builds, signs, auth-checks and stages one local event on top of the

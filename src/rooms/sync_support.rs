@@ -190,9 +190,31 @@ impl Rooms {
         Ok(self.resolve_state_map(&map)?.into_iter().collect())
     }
 
+    /// The room's current key state events as full PDUs: the stripped
+    /// state an invite carries over federation (since Matrix 1.16 it must
+    /// be PDUs there).
+    pub fn stripped_state_pdus(&self, room_id: &RoomId) -> Result<Vec<Pdu>> {
+        let mut out = Vec::new();
+        for kind in STRIPPED_TYPES {
+            if let Some(pdu) =
+                self.current_state_event(room_id, &StateEventType::from(*kind), "")?
+            {
+                out.push(pdu);
+            }
+        }
+        Ok(out)
+    }
+
     /// Stripped state for an invite or knock: the room's key state events
     /// before `member_event`, then `member_event` itself.
     pub fn stripped_state(&self, member_event: &Pdu) -> Result<Vec<Value>> {
+        if let Some(mut stripped) = self.invite_state(&member_event.event_id)? {
+            let mut own = member_event.to_stripped_state();
+            own["event_id"] = Value::from(member_event.event_id.as_str());
+            own["origin_server_ts"] = serde_json::json!(member_event.origin_server_ts);
+            stripped.push(own);
+            return Ok(stripped);
+        }
         let state = self.state_before(member_event)?;
         let mut out = Vec::new();
         for kind in STRIPPED_TYPES {

@@ -94,6 +94,17 @@ catalog! {
     PosShortRoomId => "pos_shortroomid", Scan;
     /// Event id → the signed PDU (`rooms`).
     EventIdPdu => "eventid_pdu", Point;
+    /// Event id → why the auth rules rejected it (`rooms::remote`): such
+    /// events are never served nor used, and not refetched.
+    EventIdRejected => "eventid_rejected", Point;
+    /// Event id of an invite from another server → the stripped state it
+    /// came with, shown to the invitee (`rooms::remote`).
+    EventIdInviteState => "eventid_invitestate", Point;
+    /// Origin server name → its verified signing keys (`federation`).
+    ServerNameSigningKeys => "servername_signingkeys", Point;
+    /// (origin server, transaction id) → the per-PDU results we answered,
+    /// so a retried transaction gets the same answer (`federation`).
+    OriginTxnIdResults => "origintxnid_results", Point;
     /// Room id → room facts kept outside its state (room version).
     RoomIdInfo => "roomid_info", Point;
     /// Room id → the DAG's forward extremities (the next event's prev_events).

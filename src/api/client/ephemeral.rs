@@ -35,6 +35,16 @@ pub async fn typing(
         .typing
         .set(&state.rooms, &body.room_id, sender, &body.user_id, timeout)
         .await?;
+    if state.federation.is_some() {
+        crate::federation::share_typing(
+            &state.rooms,
+            &state.sending,
+            &body.room_id,
+            sender,
+            timeout.is_some(),
+        )
+        .await?;
+    }
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -79,6 +89,17 @@ pub async fn receipt(
         )
         .await?;
     mark_read(&state, user, &body.room_id, &body.event_id, &body.thread).await?;
+    if kind == ReceiptKind::Read && state.federation.is_some() {
+        crate::federation::share_read_receipt(
+            &state.rooms,
+            &state.sending,
+            &body.room_id,
+            user,
+            &body.event_id,
+            &body.thread,
+        )
+        .await?;
+    }
     state.presence.active(user);
     Ok(create_receipt::v3::Response::new())
 }

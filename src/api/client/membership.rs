@@ -10,7 +10,7 @@ use ruma::{
         join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
     },
     events::room::member::MembershipState,
-    OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId,
+    OwnedRoomId, OwnedRoomOrAliasId, OwnedServerName, OwnedUserId,
 };
 use serde_json::Value;
 
@@ -22,18 +22,71 @@ use crate::{
     AppState,
 };
 
+/// Joins locally when this server is in the room; otherwise through one
+/// of `via`, the room id's server, the inviter's server, or the servers
+/// our (possibly stale) copy of the room names (Server-Server API "Joining
+/// Rooms").
 async fn join(
     state: &AppState,
     user_id: &OwnedUserId,
     room_id: &OwnedRoomId,
     reason: Option<String>,
+    via: Vec<OwnedServerName>,
 ) -> Result<()> {
     let profile = member_profile(state, user_id);
-    state
-        .rooms
-        .change_membership(room_id, user_id, user_id, Change::Join(profile), reason)
+    let remote = match &state.federation {
+        Some(federation) if !state.rooms.participates(room_id)? => {
+            let servers = servers_for(state, room_id, user_id, via)?;
+            (!servers.is_empty()).then_some((federation, servers))
+        }
+        _ => None,
+    };
+    let Some((federation, servers)) = remote else {
+        state
+            .rooms
+            .change_membership(room_id, user_id, user_id, Change::Join(profile), reason)
+            .await?;
+        return Ok(());
+    };
+    let mut content = serde_json::Map::new();
+    if let Some(name) = profile.displayname {
+        content.insert("displayname".to_owned(), name.into());
+    }
+    if let Some(url) = profile.avatar_url {
+        content.insert("avatar_url".to_owned(), url.into());
+    }
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    federation
+        .join_remote(&state.rooms, user_id, room_id, &servers, content)
         .await?;
     Ok(())
+}
+
+/// Other servers that may be in the room, best first, ours left out.
+fn servers_for(
+    state: &AppState,
+    room_id: &OwnedRoomId,
+    user_id: &OwnedUserId,
+    via: Vec<OwnedServerName>,
+) -> Result<Vec<OwnedServerName>> {
+    let mut servers = via;
+    if let Some(invite) = state.rooms.current_state_event(
+        room_id,
+        &ruma::events::StateEventType::RoomMember,
+        user_id.as_str(),
+    )? {
+        servers.push(invite.sender.server_name().to_owned());
+    }
+    if let Some(server) = room_id.server_name() {
+        servers.push(server.to_owned());
+    }
+    servers.extend(state.rooms.servers_in_room(room_id)?);
+    Ok(crate::federation::candidate_servers(
+        state.rooms.server_name(),
+        servers,
+    ))
 }
 
 pub async fn join_by_id(
@@ -42,7 +95,14 @@ pub async fn join_by_id(
 ) -> Result<join_room_by_id::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    join(&state, &session.user_id, &body.room_id, body.reason.clone()).await?;
+    join(
+        &state,
+        &session.user_id,
+        &body.room_id,
+        body.reason.clone(),
+        Vec::new(),
+    )
+    .await?;
     Ok(join_room_by_id::v3::Response::new(body.room_id.clone()))
 }
 
@@ -52,8 +112,16 @@ pub async fn join_by_id_or_alias(
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    let room_id = room_of(&state, &body.room_id_or_alias)?;
-    join(&state, &session.user_id, &room_id, body.reason.clone()).await?;
+    let (room_id, mut servers) = room_and_servers(&state, &body.room_id_or_alias).await?;
+    servers.splice(0..0, body.via.iter().cloned());
+    join(
+        &state,
+        &session.user_id,
+        &room_id,
+        body.reason.clone(),
+        servers,
+    )
+    .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
@@ -62,6 +130,26 @@ fn room_of(state: &AppState, room_id_or_alias: &OwnedRoomOrAliasId) -> Result<Ow
     match OwnedRoomId::try_from(room_id_or_alias.clone()) {
         Ok(room_id) => Ok(room_id),
         Err(alias) => Ok(state.directory.resolve_alias(&alias)?.room_id),
+    }
+}
+
+/// [`room_of`], also for other servers' aliases (`query/directory`), with
+/// the servers the alias names.
+async fn room_and_servers(
+    state: &AppState,
+    room_id_or_alias: &OwnedRoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    match OwnedRoomId::try_from(room_id_or_alias.clone()) {
+        Ok(room_id) => Ok((room_id, Vec::new())),
+        Err(alias) => match &state.federation {
+            Some(federation) if alias.server_name() != state.rooms.server_name() => {
+                federation.resolve_alias(&alias).await
+            }
+            _ => {
+                let resolved = state.directory.resolve_alias(&alias)?;
+                Ok((resolved.room_id, resolved.servers))
+            }
+        },
     }
 }
 
@@ -101,9 +189,34 @@ pub async fn invite(
         ));
     };
     if !state.accounts.is_local(&recipient.user_id) {
-        return Err(Error::forbidden(
-            "Inviting users of other servers needs federation, which is not available yet",
-        ));
+        let Some(federation) = &state.federation else {
+            return Err(Error::forbidden(
+                "Inviting users of other servers needs federation, which is not enabled here",
+            ));
+        };
+        if state.rooms.membership(&body.room_id, &recipient.user_id)? == Some(Membership::Join) {
+            return Err(Error::forbidden(format!(
+                "{} is already in the room",
+                recipient.user_id
+            )));
+        }
+        let mut content = serde_json::json!({ "membership": "invite" });
+        if let Some(reason) = &recipient.reason {
+            content["reason"] = reason.clone().into();
+        }
+        let event = rooms::NewEvent {
+            kind: ruma::events::TimelineEventType::RoomMember,
+            state_key: Some(recipient.user_id.to_string()),
+            content: serde_json::value::to_raw_value(&content)
+                .map_err(|e| Error::internal(e.to_string()))?,
+            redacts: None,
+        };
+        let invite = state
+            .rooms
+            .build_unstored(&body.room_id, &session.user_id, event)
+            .await?;
+        federation.invite_remote(&state.rooms, invite).await?;
+        return Ok(invite_user::v3::Response::new());
     }
     if !state.accounts.exists(&recipient.user_id)? {
         return Err(Error::not_found(format!(
@@ -148,6 +261,24 @@ pub async fn leave(
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
     let (room_id, reason) = (&request.body.room_id, request.body.reason.clone());
+    // Rejecting an invite to a room this server is not in: through the
+    // inviting server ("Leaving Rooms (Rejecting Invites)").
+    if let Some(federation) = &state.federation {
+        let user_id = &request.session()?.user_id;
+        if !state.rooms.participates(room_id)?
+            && state.rooms.membership(room_id, user_id)?.is_some()
+        {
+            let servers = servers_for(&state, room_id, user_id, Vec::new())?;
+            if !servers.is_empty() {
+                let (version, leave) = federation.leave_remote(user_id, room_id, &servers).await?;
+                state
+                    .rooms
+                    .record_outside_membership(&version, leave, None)
+                    .await?;
+                return Ok(leave_room::v3::Response::new());
+            }
+        }
+    }
     change(&state, &request, room_id, None, Change::Leave, reason).await?;
     Ok(leave_room::v3::Response::new())
 }

@@ -1,17 +1,44 @@
 //! `/_matrix/federation/*` and `/_matrix/key/*`, served on the federation
 //! listener: thin handlers that extract, call the domain and respond.
-//!
-//! Only what needs no request signature exists yet (the key and version
-//! endpoints); every other path answers 404 `M_UNRECOGNIZED` from the shared
-//! fallback, which peers read as "not supported".
+//! Every endpoint but the key and version ones checks the caller's
+//! `X-Matrix` signature before anything else (`api::ruma`).
 
+mod events;
 mod keys;
+mod membership;
+mod query;
+mod send;
 mod version;
 
 use axum::Router;
 
-use crate::{api::ruma::RumaRouter, AppState};
+use crate::{api::ruma::RumaRouter, error::Error, federation::Federation, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().ruma(keys::server_keys).ruma(version::version)
+    Router::new()
+        .ruma(keys::server_keys)
+        .ruma(version::version)
+        .ruma(send::send_transaction)
+        .ruma(membership::make_join)
+        .ruma(membership::send_join)
+        .ruma(membership::make_leave)
+        .ruma(membership::send_leave)
+        .ruma(membership::invite)
+        .ruma(events::event)
+        .ruma(events::state)
+        .ruma(events::state_ids)
+        .ruma(events::event_auth)
+        .ruma(events::missing_events)
+        .ruma(events::backfill)
+        .ruma(query::directory)
+        .ruma(query::profile)
+}
+
+/// The federation service; only mounted when it exists, but typed as
+/// optional in `Services`.
+fn federation_of(state: &AppState) -> Result<&Federation, Error> {
+    state
+        .federation
+        .as_deref()
+        .ok_or_else(|| Error::unrecognized("Federation is not enabled on this server"))
 }

@@ -1,0 +1,77 @@
+//! EDUs we send (Server-Server API "Typing Notifications", "Receipts"):
+//! a local user's typing and public read receipts go to every other server
+//! with a member joined to the room, through the sending queue.
+
+use ruma::{
+    api::federation::transactions::edu::Edu, events::receipt::ReceiptThread, serde::Raw, EventId,
+    MilliSecondsSinceUnixEpoch, RoomId, UserId,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, Result},
+    rooms::Rooms,
+    sending::Sending,
+};
+
+async fn to_other_servers(
+    rooms: &Rooms,
+    sending: &Sending,
+    room_id: &RoomId,
+    edu: Value,
+) -> Result<()> {
+    let servers: Vec<_> = rooms
+        .servers_in_room(room_id)?
+        .into_iter()
+        .filter(|s| s != rooms.server_name())
+        .collect();
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let raw = serde_json::value::to_raw_value(&edu)
+        .map(Raw::<Edu>::from_json)
+        .map_err(|e| Error::internal(format!("encoding an EDU: {e}")))?;
+    for server in servers {
+        sending.send_edu(&server, &raw).await?;
+    }
+    Ok(())
+}
+
+/// `m.typing` for `user_id` in `room_id`.
+pub async fn share_typing(
+    rooms: &Rooms,
+    sending: &Sending,
+    room_id: &RoomId,
+    user_id: &UserId,
+    typing: bool,
+) -> Result<()> {
+    let edu = json!({
+        "edu_type": "m.typing",
+        "content": {"room_id": room_id, "user_id": user_id, "typing": typing},
+    });
+    to_other_servers(rooms, sending, room_id, edu).await
+}
+
+/// `m.receipt` (`m.read`) for `user_id` at `event_id`.
+pub async fn share_read_receipt(
+    rooms: &Rooms,
+    sending: &Sending,
+    room_id: &RoomId,
+    user_id: &UserId,
+    event_id: &EventId,
+    thread: &ReceiptThread,
+) -> Result<()> {
+    let mut data = json!({ "ts": MilliSecondsSinceUnixEpoch::now() });
+    if let Some(thread) = thread.as_str() {
+        data["thread_id"] = thread.into();
+    }
+    let edu = json!({
+        "edu_type": "m.receipt",
+        "content": {
+            room_id.as_str(): {
+                "m.read": { user_id.as_str(): { "event_ids": [event_id], "data": data } }
+            }
+        },
+    });
+    to_other_servers(rooms, sending, room_id, edu).await
+}
