@@ -159,7 +159,10 @@ federation:
             server_name,
         };
         let deadline = Instant::now() + STARTUP;
-        let probe = reqwest::Client::builder().no_proxy().build().expect("a client");
+        let probe = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("a client");
         let versions = format!("http://127.0.0.1:{client_port}/_matrix/client/versions");
         loop {
             let ready = probe

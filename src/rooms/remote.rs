@@ -132,7 +132,7 @@ impl Rooms {
     /// check stores it as rejected. Returns the rejection reason, if any.
     pub async fn store_outlier(&self, version: &RoomVersionId, pdu: Pdu) -> Result<Option<String>> {
         if self.knows_event(&pdu.event_id)? {
-            return Ok(self.rejection(&pdu.event_id)?);
+            return self.rejection(&pdu.event_id);
         }
         let rules = Self::rules(version)?;
         let mut batch = self.storage.batch();

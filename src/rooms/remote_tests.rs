@@ -35,7 +35,9 @@ impl Peer {
 
     /// An event by `sender` on top of `prev` (default: the room's forward
     /// extremities), with auth events from the room's current state and
-    /// `ts` as its `origin_server_ts`.
+    /// `ts` as its `origin_server_ts`. (One argument per PDU field a test
+    /// varies.)
+    #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
         f: &Fixture,

@@ -159,12 +159,11 @@ async fn attempt(inner: &Inner, destination: &Destination, txn: &InFlightTxn) ->
     }
 }
 
+/// A transaction's content: PDU JSON and EDUs.
+type Loaded = (Vec<Box<RawValue>>, Vec<Raw<Edu>>);
+
 /// The JSON of a transaction's PDUs and EDUs, in queue order.
-fn load(
-    inner: &Inner,
-    destination: &Destination,
-    txn: &InFlightTxn,
-) -> Result<(Vec<Box<RawValue>>, Vec<Raw<Edu>>)> {
+fn load(inner: &Inner, destination: &Destination, txn: &InFlightTxn) -> Result<Loaded> {
     let Some(running) = inner.running.get() else {
         return Ok((Vec::new(), Vec::new()));
     };
