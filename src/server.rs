@@ -115,6 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let federation = if config.federation.enabled {
         rooms.set_sending(sending.clone());
+        to_device.set_sending(sending.clone());
         Some(Arc::new(
             crate::federation::Federation::new(&config, &storage, signing_key.clone())
                 .context("setting up the federation client")?,
@@ -151,6 +152,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signing_key,
     });
     if let Some(federation) = &state.federation {
+        state
+            .e2ee
+            .set_device_list_outbox(Arc::new(crate::federation::DeviceListShare(
+                Arc::downgrade(&state),
+            )));
         state.sending.start(
             Arc::new(crate::federation::ClientTransport::new(
                 federation.client().clone(),

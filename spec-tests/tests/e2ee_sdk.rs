@@ -5,12 +5,10 @@
 
 #[path = "support/olm_device.rs"]
 mod olm_device;
-
-use std::time::Duration;
+#[path = "support/sdk_e2ee.rs"]
+mod sdk_e2ee;
 
 use matrix_sdk::{
-    config::SyncSettings,
-    room::MessagesOptions,
     ruma::{
         api::client::room::create_room,
         events::{
@@ -19,74 +17,18 @@ use matrix_sdk::{
         },
         OwnedRoomId,
     },
-    Client, Room,
+    Client,
 };
 use olm_device::{signing_text, OlmDevice};
-use spec_tests::{assert_ok, enc, install_crypto_provider, json, TestServer, Value};
+use sdk_e2ee::{logged_in, settings, PW};
+use spec_tests::{assert_ok, enc, json, TestServer, Value};
 use vodozemac::{
     olm::{OlmMessage, SessionConfig},
     Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature,
 };
 
-const PW: &str = "e2ee-sdk-pw";
-
-async fn logged_in(server: &TestServer, name: &str) -> Client {
-    install_crypto_provider();
-    server.register(name, PW).await;
-    let client = Client::builder()
-        .homeserver_url(server.base_url())
-        .build()
-        .await
-        .expect("building the matrix-sdk client");
-    client
-        .matrix_auth()
-        .login_username(name, PW)
-        .send()
-        .await
-        .expect("login");
-    client
-}
-
-fn settings() -> SyncSettings {
-    SyncSettings::default().timeout(Duration::from_millis(500))
-}
-
-/// The decrypted bodies of the room's `m.room.message` events, newest
-/// first; events the client could not decrypt are left out.
-async fn decrypted_bodies(room: &Room) -> Vec<String> {
-    let messages = room
-        .messages(MessagesOptions::backward())
-        .await
-        .expect("messages");
-    messages
-        .chunk
-        .iter()
-        .filter(|e| e.encryption_info().is_some())
-        .filter_map(|e| {
-            let value: Value = e.raw().deserialize_as().ok()?;
-            (value["type"] == "m.room.message").then(|| {
-                value["content"]["body"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-        })
-        .collect()
-}
-
-/// Syncs `client` until `room` shows `body` decrypted (keys arrive by
-/// to-device, possibly a sync after the message).
 async fn await_decrypted(client: &Client, room_id: &OwnedRoomId, body: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
-    for _ in 0..20 {
-        client.sync_once(settings()).await.expect("sync");
-        let room = client.get_room(room_id).expect("the room is known");
-        bodies = decrypted_bodies(&room).await;
-        if bodies.iter().any(|b| b == body) {
-            return bodies;
-        }
-    }
-    panic!("{body:?} never decrypted; got {bodies:?}");
+    sdk_e2ee::await_decrypted(client, room_id, body, 20).await
 }
 
 #[tokio::test]

@@ -90,6 +90,14 @@ struct Inner {
     /// Every read-check-write of a user's keys or backups runs under the
     /// user's stripe, so e.g. two claims never take the same one-time key.
     locks: [tokio::sync::Mutex<()>; LOCK_STRIPES],
+    /// Told when a local user's device list changed (federation sends
+    /// `m.device_list_update`); unset without federation.
+    outbox: std::sync::OnceLock<Arc<dyn DeviceListOutbox>>,
+}
+
+/// Hears about committed device-list changes of local users.
+pub trait DeviceListOutbox: Send + Sync {
+    fn local_user_changed(&self, user: &UserId);
 }
 
 /// The E2EE domain. Cheap to clone (shared state).
@@ -118,12 +126,33 @@ impl E2ee {
                 backup_keys: storage.table(Cf::UserIdVersionRoomSessionBackupKey),
                 memberships: storage.table(Cf::UserRoomIdMembership),
                 locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+                outbox: std::sync::OnceLock::new(),
                 storage,
                 stream,
                 server_name,
                 to_device,
             }),
         }
+    }
+
+    /// Local users' device-list changes are reported to `outbox` from now on.
+    pub fn set_device_list_outbox(&self, outbox: Arc<dyn DeviceListOutbox>) {
+        let _ = self.inner.outbox.set(outbox);
+    }
+
+    /// Another server reported that `user`'s devices or keys changed
+    /// (`m.device_list_update`, `m.signing_key_update`): our users who share
+    /// a room with them see it in `device_lists.changed` and query anew
+    /// (remote keys are always asked of their server, so nothing is cached).
+    pub async fn remote_device_list_changed(&self, user: &UserId) -> Result<()> {
+        if self.is_local(user) {
+            return Ok(());
+        }
+        let mut batch = self.inner.storage.batch();
+        let change = self.begin_change(&mut batch, user)?;
+        self.inner.storage.commit(batch).await?;
+        change.committed();
+        Ok(())
     }
 
     fn is_local(&self, user: &UserId) -> bool {
@@ -189,6 +218,11 @@ impl KeyChange {
         });
         for room in rooms {
             self.in_flight.changed(Some(room), Vec::new());
+        }
+        if self.user.server_name() == self.inner.server_name {
+            if let Some(outbox) = self.inner.outbox.get() {
+                outbox.local_user_changed(&self.user);
+            }
         }
         self.in_flight.changed(None, vec![self.user]);
         self.in_flight.done();

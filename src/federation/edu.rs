@@ -75,3 +75,58 @@ pub async fn share_read_receipt(
     });
     to_other_servers(rooms, sending, room_id, edu).await
 }
+
+/// Tells the servers that share a room with a local user that the user's
+/// devices or keys changed (`m.device_list_update`). `prev_id` is left
+/// empty, which asks receivers to fetch the whole list anew with
+/// `user/devices` ("Device Management"); receivers then also learn about
+/// cross-signing changes from that answer.
+pub struct DeviceListShare(pub std::sync::Weak<crate::Services>);
+
+impl crate::e2ee::DeviceListOutbox for DeviceListShare {
+    fn local_user_changed(&self, user: &UserId) {
+        let Some(services) = self.0.upgrade() else {
+            return;
+        };
+        let user = user.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = share_device_list(&services, &user).await {
+                tracing::warn!(%user, "sending a device list update failed: {e}");
+            }
+        });
+    }
+}
+
+async fn share_device_list(services: &crate::Services, user: &ruma::OwnedUserId) -> Result<()> {
+    let rooms = &services.rooms;
+    let mut servers = std::collections::BTreeSet::new();
+    for room in rooms.joined_rooms(user)? {
+        servers.extend(rooms.servers_in_room(&room)?);
+    }
+    servers.remove(rooms.server_name());
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let device_id = services
+        .accounts
+        .list_devices(user)?
+        .into_iter()
+        .next()
+        .map_or_else(|| "UNKNOWN".to_owned(), |(id, _)| id.to_string());
+    let edu = json!({
+        "edu_type": "m.device_list_update",
+        "content": {
+            "user_id": user,
+            "device_id": device_id,
+            "stream_id": rooms.committed_position(),
+            "prev_id": [],
+        },
+    });
+    let raw = serde_json::value::to_raw_value(&edu)
+        .map(Raw::<Edu>::from_json)
+        .map_err(|e| Error::internal(format!("encoding an EDU: {e}")))?;
+    for server in servers {
+        services.sending.send_edu(&server, &raw).await?;
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@
 mod edu;
 mod inbound;
 mod key_cache;
+mod keys;
 mod membership;
 mod transport;
 
@@ -34,7 +35,7 @@ use crate::{
     storage::{Storage, Table},
 };
 
-pub use edu::{share_read_receipt, share_typing};
+pub use edu::{share_read_receipt, share_typing, DeviceListShare};
 pub use inbound::{candidate_servers, EduSink, TransactionResults};
 pub use key_cache::StoredKeyCache;
 pub use transport::ClientTransport;

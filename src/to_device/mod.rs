@@ -1,8 +1,11 @@
 //! Send-to-device messaging (Client-Server API, module "Send-to-Device
 //! messaging"): `PUT /sendToDevice/{eventType}/{txnId}` and the top-level
-//! `to_device` section of `/sync`. Local delivery only for now: a message
-//! for a user of another server is dropped with a log line until federation
-//! (`m.direct_to_device` EDUs, issue 6) exists.
+//! `to_device` section of `/sync`. Messages for users of other servers
+//! become `m.direct_to_device` EDUs (Server-Server API "Send-to-device
+//! messaging"), one per destination server, queued in the same batch as the
+//! transaction record; without federation they are dropped with a log line.
+//! Messages arriving in such EDUs are delivered like local ones
+//! ([`ToDevice::receive`]).
 //!
 //! ## Sending
 //!
@@ -96,6 +99,8 @@ struct Inner {
     txns: Table<(OwnedUserId, String, String), u64>,
     /// A transaction is checked and recorded under its sender device's stripe.
     locks: [tokio::sync::Mutex<()>; LOCK_STRIPES],
+    /// Where messages for other servers' users go; unset without federation.
+    sending: std::sync::OnceLock<crate::sending::Sending>,
 }
 
 /// The to-device domain. Cheap to clone (shared state).
@@ -113,8 +118,47 @@ impl ToDevice {
                 locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
                 storage,
                 stream,
+                sending: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Messages for other servers' users are queued as EDUs from now on.
+    pub fn set_sending(&self, sending: crate::sending::Sending) {
+        let _ = self.inner.sending.set(sending);
+    }
+
+    /// Delivers the messages of an `m.direct_to_device` EDU from `sender`
+    /// (a user of the sending server) to our users' devices.
+    pub async fn receive(
+        &self,
+        accounts: &Accounts,
+        sender: &UserId,
+        event_type: &str,
+        messages: &Messages,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let targets = resolve(accounts, messages)?;
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut batch = inner.storage.batch();
+        let mut in_flight = inner.stream.begin();
+        let position = inner.stream.allocate_marker(&mut batch)?;
+        let mut recipients = BTreeSet::new();
+        for ((user, device), content) in targets {
+            let message = Message {
+                sender: sender.to_owned(),
+                kind: event_type.to_owned(),
+                content,
+            };
+            batch.put(&inner.inbox, &(user.clone(), device, position), &message)?;
+            recipients.insert(user);
+        }
+        inner.storage.commit(batch).await?;
+        in_flight.changed(None, recipients.into_iter().collect());
+        in_flight.done();
+        Ok(())
     }
 
     /// `PUT /sendToDevice/{eventType}/{txnId}` (see the module docs).
@@ -136,9 +180,13 @@ impl ToDevice {
         }
         let targets = resolve(accounts, request.messages)?;
         let mut batch = inner.storage.batch();
+        let queued = self.queue_remote(&mut batch, accounts, &request)?;
         if targets.is_empty() {
             batch.put(&inner.txns, &txn_key, &0)?;
             inner.storage.commit(batch).await?;
+            if let Some(sending) = inner.sending.get() {
+                sending.wake(queued);
+            }
             return Ok(());
         }
         let mut in_flight = inner.stream.begin();
@@ -155,9 +203,57 @@ impl ToDevice {
         }
         batch.put(&inner.txns, &txn_key, &position)?;
         inner.storage.commit(batch).await?;
+        if let Some(sending) = inner.sending.get() {
+            sending.wake(queued);
+        }
         in_flight.changed(None, recipients.into_iter().collect());
         in_flight.done();
         Ok(())
+    }
+
+    /// Stages one `m.direct_to_device` EDU per other server named in the
+    /// request (nothing without federation: those messages are dropped).
+    fn queue_remote(
+        &self,
+        batch: &mut crate::storage::Batch,
+        accounts: &Accounts,
+        request: &Send<'_>,
+    ) -> Result<crate::sending::Queued> {
+        let mut by_server: BTreeMap<ruma::OwnedServerName, Messages> = BTreeMap::new();
+        for (user, by_device) in request.messages {
+            if !accounts.is_local(user) {
+                by_server
+                    .entry(user.server_name().to_owned())
+                    .or_default()
+                    .insert(user.clone(), by_device.clone());
+            }
+        }
+        let mut queued = crate::sending::Queued::default();
+        if by_server.is_empty() {
+            return Ok(queued);
+        }
+        let Some(sending) = self.inner.sending.get() else {
+            tracing::info!("to-device messages for other servers dropped: federation is off");
+            return Ok(queued);
+        };
+        // Unique per sending device and transaction: receivers may dedupe on it.
+        let message_id = format!("{}-{}", request.sender_device, request.txn_id);
+        for (server, messages) in by_server {
+            let edu = serde_json::json!({
+                "edu_type": "m.direct_to_device",
+                "content": {
+                    "sender": request.sender,
+                    "type": request.event_type,
+                    "message_id": message_id,
+                    "messages": messages,
+                },
+            });
+            let raw = serde_json::value::to_raw_value(&edu)
+                .map(Raw::from_json)
+                .map_err(|e| Error::internal(format!("encoding an EDU: {e}")))?;
+            queued.merge(sending.queue_edu(batch, &server, &raw)?);
+        }
+        Ok(queued)
     }
 
     /// The `to_device` events of `device` for a sync over `(since, upto]`,
@@ -238,10 +334,7 @@ fn resolve(
     let mut targets = BTreeMap::new();
     for (user, by_device) in messages {
         if !accounts.is_local(user) {
-            tracing::info!(
-                %user,
-                "to-device message for a remote user dropped: federation is not implemented yet"
-            );
+            // Other servers' users: `ToDevice::queue_remote`.
             continue;
         }
         for (device, content) in by_device {

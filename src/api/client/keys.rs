@@ -1,6 +1,8 @@
 //! `/keys/*` (Client-Server API "End-to-End Encryption"): thin handlers;
 //! the logic is in `crate::e2ee`.
 
+use std::collections::BTreeMap;
+
 use axum::{
     extract::State,
     http::{StatusCode, Uri},
@@ -15,6 +17,7 @@ use ruma::api::{
     },
     error::ErrorKind,
 };
+use ruma::OwnedUserId;
 
 use crate::{
     accounts::uia::Purpose,
@@ -49,9 +52,43 @@ pub async fn query(
     request: Ruma<get_keys::v3::Request>,
 ) -> Result<get_keys::v3::Response> {
     let session = request.session()?;
-    state
+    let (local, remote) = split_local(&state, &request.body.device_keys);
+    let mut response = state
         .e2ee
-        .query(&state.accounts, &session.user_id, &request.body.device_keys)
+        .query(&state.accounts, &session.user_id, &local)?;
+    if let (Some(federation), false) = (&state.federation, remote.is_empty()) {
+        federation.query_remote_keys(&remote, &mut response).await;
+    } else {
+        add_remote_failures(&remote, &mut response.failures);
+    }
+    Ok(response)
+}
+
+/// `wanted` split into this server's users and other servers' users.
+fn split_local<V: Clone>(
+    state: &AppState,
+    wanted: &BTreeMap<OwnedUserId, V>,
+) -> (BTreeMap<OwnedUserId, V>, BTreeMap<OwnedUserId, V>) {
+    wanted
+        .iter()
+        .map(|(u, v)| (u.clone(), v.clone()))
+        .partition(|(u, _)| state.accounts.is_local(u))
+}
+
+/// Without federation, other servers' users are failures.
+fn add_remote_failures<V>(
+    remote: &BTreeMap<OwnedUserId, V>,
+    failures: &mut BTreeMap<String, serde_json::Value>,
+) {
+    for user in remote.keys() {
+        failures.insert(
+            user.server_name().to_string(),
+            serde_json::json!({
+                "status": 503,
+                "message": "Federation is not enabled on this server",
+            }),
+        );
+    }
 }
 
 pub async fn claim(
@@ -59,7 +96,14 @@ pub async fn claim(
     request: Ruma<claim_keys::v3::Request>,
 ) -> Result<claim_keys::v3::Response> {
     request.session()?;
-    state.e2ee.claim(&request.body.one_time_keys).await
+    let (local, remote) = split_local(&state, &request.body.one_time_keys);
+    let mut response = state.e2ee.claim(&local).await?;
+    if let (Some(federation), false) = (&state.federation, remote.is_empty()) {
+        federation.claim_remote_keys(&remote, &mut response).await;
+    } else {
+        add_remote_failures(&remote, &mut response.failures);
+    }
+    Ok(response)
 }
 
 /// `GET /keys/changes?from&to`: both are `/sync` tokens; `to` beyond the

@@ -189,33 +189,15 @@ pub async fn invite(
         ));
     };
     if !state.accounts.is_local(&recipient.user_id) {
-        let Some(federation) = &state.federation else {
-            return Err(Error::forbidden(
-                "Inviting users of other servers needs federation, which is not enabled here",
-            ));
-        };
-        if state.rooms.membership(&body.room_id, &recipient.user_id)? == Some(Membership::Join) {
-            return Err(Error::forbidden(format!(
-                "{} is already in the room",
-                recipient.user_id
-            )));
-        }
-        let mut content = serde_json::json!({ "membership": "invite" });
-        if let Some(reason) = &recipient.reason {
-            content["reason"] = reason.clone().into();
-        }
-        let event = rooms::NewEvent {
-            kind: ruma::events::TimelineEventType::RoomMember,
-            state_key: Some(recipient.user_id.to_string()),
-            content: serde_json::value::to_raw_value(&content)
-                .map_err(|e| Error::internal(e.to_string()))?,
-            redacts: None,
-        };
-        let invite = state
-            .rooms
-            .build_unstored(&body.room_id, &session.user_id, event)
-            .await?;
-        federation.invite_remote(&state.rooms, invite).await?;
+        invite_remote_user(
+            &state,
+            &body.room_id,
+            &session.user_id,
+            &recipient.user_id,
+            recipient.reason.clone(),
+            false,
+        )
+        .await?;
         return Ok(invite_user::v3::Response::new());
     }
     if !state.accounts.exists(&recipient.user_id)? {
@@ -236,6 +218,45 @@ pub async fn invite(
         )
         .await?;
     Ok(invite_user::v3::Response::new())
+}
+
+/// Invites another server's user: the invite is built here, countersigned
+/// by their server (`/invite`), then stored and sent ("Inviting to a room").
+pub(super) async fn invite_remote_user(
+    state: &AppState,
+    room_id: &OwnedRoomId,
+    sender: &OwnedUserId,
+    invitee: &OwnedUserId,
+    reason: Option<String>,
+    is_direct: bool,
+) -> Result<()> {
+    let Some(federation) = &state.federation else {
+        return Err(Error::forbidden(
+            "Inviting users of other servers needs federation, which is not enabled here",
+        ));
+    };
+    if state.rooms.membership(room_id, invitee)? == Some(Membership::Join) {
+        return Err(Error::forbidden(format!(
+            "{invitee} is already in the room"
+        )));
+    }
+    let mut content = serde_json::json!({ "membership": "invite" });
+    if let Some(reason) = reason {
+        content["reason"] = reason.into();
+    }
+    if is_direct {
+        content["is_direct"] = true.into();
+    }
+    let event = rooms::NewEvent {
+        kind: ruma::events::TimelineEventType::RoomMember,
+        state_key: Some(invitee.to_string()),
+        content: serde_json::value::to_raw_value(&content)
+            .map_err(|e| Error::internal(e.to_string()))?,
+        redacts: None,
+    };
+    let invite = state.rooms.build_unstored(room_id, sender, event).await?;
+    federation.invite_remote(&state.rooms, invite).await?;
+    Ok(())
 }
 
 /// One membership change by the caller, as the kick/ban/unban/leave endpoints ask.

@@ -93,6 +93,11 @@ pub async fn create(
             .unwrap_or(Value::Object(Map::new()));
         initial_state.push((kind.to_owned(), state_key.to_owned(), content));
     }
+    // Other servers' users are invited over federation once the room exists.
+    let (invite, remote_invites): (Vec<_>, Vec<_>) = body
+        .invite
+        .into_iter()
+        .partition(|user| state.accounts.is_local(user));
     let options = CreateRoom {
         version: body.room_version,
         preset,
@@ -101,7 +106,7 @@ pub async fn create(
         initial_state,
         name: body.name,
         topic: body.topic,
-        invite: body.invite,
+        invite,
         is_direct: body.is_direct,
         creator_profile: member_profile(&state, &session.user_id),
         canonical_alias: alias.as_ref().map(|a| a.alias().to_owned()),
@@ -112,6 +117,17 @@ pub async fn create(
     }
     if publish {
         state.directory.set_published(&room_id, true).await?;
+    }
+    for invitee in &remote_invites {
+        super::membership::invite_remote_user(
+            &state,
+            &room_id,
+            &session.user_id,
+            invitee,
+            None,
+            body.is_direct,
+        )
+        .await?;
     }
     Ok(create_room::v3::Response::new(room_id))
 }

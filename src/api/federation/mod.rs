@@ -8,6 +8,7 @@ mod keys;
 mod membership;
 mod query;
 mod send;
+mod user;
 mod version;
 
 use axum::Router;
@@ -32,6 +33,9 @@ pub fn router() -> Router<AppState> {
         .ruma(events::backfill)
         .ruma(query::directory)
         .ruma(query::profile)
+        .ruma(user::keys_query)
+        .ruma(user::keys_claim)
+        .ruma(user::devices)
 }
 
 /// The federation service; only mounted when it exists, but typed as

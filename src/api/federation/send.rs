@@ -79,15 +79,61 @@ impl EduSink for Edus<'_> {
             match kind {
                 "m.typing" => self.typing(origin, content).await,
                 "m.receipt" => self.receipts(origin, content).await,
-                // Presence, device lists and to-device over federation are
-                // not handled yet; they are ignored, as unknown EDUs are.
+                "m.device_list_update" | "m.signing_key_update" => {
+                    self.device_list(origin, content).await
+                }
+                "m.direct_to_device" => self.to_device(origin, content).await,
+                // Presence over federation is not handled yet; it is
+                // ignored, as unknown EDUs are.
                 _ => tracing::debug!(%origin, edu_type = kind, "ignored an EDU"),
             }
         })
     }
 }
 
+#[derive(Deserialize)]
+struct DeviceListEdu {
+    user_id: OwnedUserId,
+}
+
+#[derive(Deserialize)]
+struct DirectToDevice {
+    sender: OwnedUserId,
+    #[serde(rename = "type")]
+    kind: String,
+    messages: ruma::api::client::to_device::send_event_to_device::v3::Messages,
+}
+
 impl Edus<'_> {
+    async fn device_list(&self, origin: &ServerName, content: serde_json::Value) {
+        let Ok(edu) = serde_json::from_value::<DeviceListEdu>(content) else {
+            return;
+        };
+        if edu.user_id.server_name() != origin {
+            return;
+        }
+        if let Err(e) = self.0.e2ee.remote_device_list_changed(&edu.user_id).await {
+            tracing::warn!(%origin, "applying a device list update failed: {e}");
+        }
+    }
+
+    async fn to_device(&self, origin: &ServerName, content: serde_json::Value) {
+        let Ok(edu) = serde_json::from_value::<DirectToDevice>(content) else {
+            return;
+        };
+        if edu.sender.server_name() != origin {
+            return;
+        }
+        let state = self.0;
+        if let Err(e) = state
+            .to_device
+            .receive(&state.accounts, &edu.sender, &edu.kind, &edu.messages)
+            .await
+        {
+            tracing::warn!(%origin, "delivering to-device messages failed: {e}");
+        }
+    }
+
     async fn typing(&self, origin: &ServerName, content: serde_json::Value) {
         let Ok(edu) = serde_json::from_value::<TypingEdu>(content) else {
             return;
