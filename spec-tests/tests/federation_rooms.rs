@@ -230,3 +230,220 @@ async fn unsigned_and_forged_requests_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+/// Alice on `a` hosts a public room that bob on `b` has joined.
+async fn shared_room(a: &TestServer, b: &TestServer) -> (Session, Session, String) {
+    let alice = a.register("alice", "secret-pw-1").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Shared"}))
+        .await;
+    assert_ok(
+        b.post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room),
+                enc(&a.server_name())
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await,
+    );
+    wait_for_membership(a, &alice, &room, &bob.user_id, "join").await;
+    (alice, bob, room)
+}
+
+/// Syncs `who` until `found` accepts a response.
+async fn sync_until(
+    server: &TestServer,
+    who: &Session,
+    what: &str,
+    found: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + DELIVERY;
+    let mut since: Option<String> = None;
+    loop {
+        let path = match &since {
+            Some(s) => format!("/_matrix/client/v3/sync?timeout=1000&since={s}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = assert_ok(server.get(&path, who.token()).await);
+        if found(&sync) {
+            return sync;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+        assert!(Instant::now() < deadline, "no {what} within {DELIVERY:?}");
+    }
+}
+
+#[tokio::test]
+async fn typing_and_read_receipts_cross_servers() {
+    let (a, b) = pair().await;
+    let (alice, bob, room) = shared_room(&a, &b).await;
+    assert_ok(
+        a.put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"typing": true, "timeout": 20000}),
+        )
+        .await,
+    );
+    sync_until(&b, &bob, "typing from the other server", |sync| {
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["type"] == "m.typing"
+                        && e["content"]["user_ids"]
+                            .as_array()
+                            .is_some_and(|ids| ids.iter().any(|id| id == alice.user_id.as_str()))
+                })
+            })
+    })
+    .await;
+
+    let message = send_text(&a, &alice, &room, "read me").await;
+    wait_for_event(&b, &bob, &room, &message).await;
+    assert_ok(
+        b.post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&message)
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await,
+    );
+    sync_until(&a, &alice, "a read receipt from the other server", |sync| {
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][&message]["m.read"][&bob.user_id].is_object()
+                })
+            })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_sent_while_a_server_is_down_arrive_after_it_restarts() {
+    let (a, mut b) = pair().await;
+    let (alice, bob, room) = shared_room(&a, &b).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send_text(&a, &alice, &room, &format!("before {i}")).await);
+    }
+    b.kill9();
+    for i in 0..10 {
+        sent.push(send_text(&a, &alice, &room, &format!("while down {i}")).await);
+    }
+    b.restart().await;
+    for i in 0..5 {
+        sent.push(send_text(&a, &alice, &room, &format!("after {i}")).await);
+    }
+    wait_for_event(&b, &bob, &room, sent.last().unwrap()).await;
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let seen: Vec<String> = timeline(&b, &bob, &room)
+            .await
+            .iter()
+            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+            .filter(|id| sent.contains(id))
+            .collect();
+        if seen.len() == sent.len() {
+            assert_eq!(seen, sent, "every event once, in order");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events arrived",
+            seen.len(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The room's current state as `type|state_key → event id`.
+async fn state_ids(server: &TestServer, who: &Session, room: &str) -> Vec<(String, String)> {
+    let state = assert_ok(
+        server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/state", enc(room)),
+                who.token(),
+            )
+            .await,
+    );
+    let mut ids: Vec<(String, String)> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                format!("{}|{}", e["type"], e["state_key"]),
+                e["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn concurrent_power_level_changes_while_partitioned_resolve_alike() {
+    let (a, mut b) = pair().await;
+    let (alice, bob, room) = shared_room(&a, &b).await;
+    // Bob becomes an admin, so both sides may change power levels.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels",
+        enc(&room)
+    );
+    let mut levels = assert_ok(a.get(&path, alice.token()).await);
+    levels["users"][&bob.user_id] = json!(100);
+    let promoted = assert_ok(a.put(&path, alice.token(), levels.clone()).await);
+    wait_for_event(&b, &bob, &room, promoted["event_id"].as_str().unwrap()).await;
+
+    // Partition: bob's server goes down; alice changes the levels.
+    b.stop();
+    let carol = format!("@carol:{}", a.server_name());
+    let mut by_alice = levels.clone();
+    by_alice["users"][&carol] = json!(50);
+    assert_ok(a.put(&path, alice.token(), by_alice).await);
+    // Bob's server comes back and bob changes them at once, before alice's
+    // change can reach him: two branches.
+    b.restart().await;
+    let dave = format!("@dave:{}", b.server_name());
+    let mut by_bob = levels.clone();
+    by_bob["users"][&dave] = json!(50);
+    let bobs = assert_ok(b.put(&path, bob.token(), by_bob).await);
+    wait_for_event(&a, &alice, &room, bobs["event_id"].as_str().unwrap()).await;
+
+    // Both servers end with the same resolved state.
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let (on_a, on_b) = (
+            state_ids(&a, &alice, &room).await,
+            state_ids(&b, &bob, &room).await,
+        );
+        if on_a == on_b {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the servers disagree on the room state:\n{on_a:#?}\n{on_b:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And keep talking.
+    let after = send_text(&b, &bob, &room, "after the merge").await;
+    wait_for_event(&a, &alice, &room, &after).await;
+}
