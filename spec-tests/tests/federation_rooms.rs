@@ -88,7 +88,9 @@ async fn join_by_alias_and_talk_both_ways() {
             )
             .await;
         assert_eq!(name["name"], "Lounge", "v{version}");
-        let _ = before;
+        // History from before the join comes from alice's server (backfill).
+        let old = wait_for_event(&b, &bob, &room, &before).await;
+        assert_eq!(old["content"]["body"], "before bob", "v{version}");
 
         // Messages both ways.
         let from_alice = send_text(&a, &alice, &room, "hello bob").await;

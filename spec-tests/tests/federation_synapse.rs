@@ -78,7 +78,8 @@ async fn feathur_and_synapse_share_rooms_both_ways() {
             .await;
         assert_eq!(seen["sender"], bob.user_id.as_str());
 
-        // A Synapse-hosted room: alice joins through bob's server.
+        // A Synapse-hosted room with some history: alice joins through
+        // bob's server and reads what was said before (backfill).
         let theirs = assert_ok(
             synapse
                 .post(
@@ -91,6 +92,9 @@ async fn feathur_and_synapse_share_rooms_both_ways() {
             .as_str()
             .unwrap()
             .to_owned();
+        let earlier = synapse
+            .send_text(&bob, &theirs, "said before alice came")
+            .await;
         let joined = feathur
             .post(
                 &format!(
@@ -111,6 +115,13 @@ async fn feathur_and_synapse_share_rooms_both_ways() {
         synapse
             .wait_for_membership(&bob, &theirs, &alice.user_id, "join", DELIVERY)
             .await;
+        let old = feathur
+            .wait_for_event(&alice, &theirs, &earlier, DELIVERY)
+            .await;
+        assert_eq!(
+            old["content"]["body"], "said before alice came",
+            "v{version}"
+        );
         let from_bob = synapse.send_text(&bob, &theirs, "welcome alice").await;
         feathur
             .wait_for_event(&alice, &theirs, &from_bob, DELIVERY)

@@ -186,6 +186,17 @@ impl Federation {
         }
     }
 
+    /// [`Self::fetch_auth_events`] for other callers (backfill).
+    pub(super) async fn fetch_auth_events_from(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        version: &RoomVersionId,
+        pdu: &Pdu,
+    ) -> Result<()> {
+        self.fetch_auth_events(rooms, origin, version, pdu).await
+    }
+
     /// Stores `pdu`'s unknown auth events (with their own auth chains) as
     /// outliers, from `/event_auth` on `origin`.
     async fn fetch_auth_events(

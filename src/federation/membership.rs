@@ -280,3 +280,67 @@ fn remote_error(what: &str, error: feathur_federation::ClientError) -> Error {
     }
     Error::bad_gateway(format!("{what} failed: {error}"))
 }
+
+impl Federation {
+    /// Fetches up to `limit` events of the room's history from before the
+    /// oldest one we hold (`backfill` from a server in the room), verifies
+    /// them, stores them as outliers and appends them to the room's history.
+    /// Returns how many were added (0: nothing older, or no server answered).
+    pub async fn backfill(&self, rooms: &Rooms, room_id: &RoomId, limit: u32) -> Result<usize> {
+        let Some(frontier) = rooms.history_frontier(room_id)? else {
+            return Ok(0);
+        };
+        let Some(info) = rooms.room_info(room_id)? else {
+            return Ok(0);
+        };
+        let servers: Vec<OwnedServerName> = rooms
+            .servers_in_room(room_id)?
+            .into_iter()
+            .filter(|s| *s != self.server_name)
+            .collect();
+        for server in servers {
+            let request = ruma::api::federation::backfill::get_backfill::v1::Request::new(
+                room_id.to_owned(),
+                vec![frontier.clone()],
+                ruma::UInt::from(limit),
+            );
+            let response = match self.client.send(&server, request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::info!(%room_id, %server, "backfill failed: {e}");
+                    continue;
+                }
+            };
+            let mut fresh = Vec::new();
+            for raw in &response.pdus {
+                match self.verify_pdu(room_id, &info.version, raw).await {
+                    Ok(pdu) if !rooms.knows_event(&pdu.event_id)? => fresh.push(pdu),
+                    Ok(_) => {}
+                    Err(reason) => tracing::info!(%room_id, %reason, "dropped a backfilled event"),
+                }
+            }
+            fresh.sort_by_key(|p| p.depth);
+            let mut stored = Vec::with_capacity(fresh.len());
+            for pdu in fresh {
+                if !rooms.unknown_auth_events(&pdu)?.is_empty() {
+                    if let Err(e) = self
+                        .fetch_auth_events_from(rooms, &server, &info.version, &pdu)
+                        .await
+                    {
+                        tracing::info!(%room_id, "auth events of a backfilled event: {e}");
+                        continue;
+                    }
+                }
+                if rooms
+                    .store_outlier(&info.version, pdu.clone())
+                    .await?
+                    .is_none()
+                {
+                    stored.push(pdu);
+                }
+            }
+            return rooms.append_history(room_id, stored).await;
+        }
+        Ok(0)
+    }
+}

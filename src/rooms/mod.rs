@@ -22,6 +22,7 @@ pub mod auth;
 mod bundle;
 mod context;
 mod create;
+mod history;
 mod membership;
 pub mod pdu;
 mod power;
@@ -69,6 +70,7 @@ use crate::{
 pub use self::{
     context::Context,
     create::{CreateRoom, Preset},
+    history::HistoryPage,
     membership::{Change, MemberProfile},
     pdu::Pdu,
     read::{make_token, parse_token, Page},
@@ -155,6 +157,8 @@ pub struct Rooms {
     pdus: Table<OwnedEventId, Pdu>,
     rejected: Table<OwnedEventId, String>,
     invite_state: Table<OwnedEventId, Vec<serde_json::Value>>,
+    history: Table<(u64, u64), OwnedEventId>,
+    history_index: Table<OwnedEventId, u64>,
     infos: Table<OwnedRoomId, RoomInfo>,
     extremities: Table<OwnedRoomId, Vec<OwnedEventId>>,
     user_memberships: Table<(OwnedUserId, OwnedRoomId), Membership>,
@@ -190,6 +194,8 @@ impl Rooms {
             pdus: storage.table(Cf::EventIdPdu),
             rejected: storage.table(Cf::EventIdRejected),
             invite_state: storage.table(Cf::EventIdInviteState),
+            history: storage.table(Cf::RoomIdBackSeqEventId),
+            history_index: storage.table(Cf::EventIdBackSeq),
             infos: storage.table(Cf::RoomIdInfo),
             extremities: storage.table(Cf::RoomIdForwardExtremities),
             user_memberships: storage.table(Cf::UserRoomIdMembership),

@@ -100,6 +100,11 @@ catalog! {
     /// Event id of an invite from another server → the stripped state it
     /// came with, shown to the invitee (`rooms::remote`).
     EventIdInviteState => "eventid_invitestate", Point;
+    /// (short room id, n) → event id: history fetched from other servers,
+    /// `n` growing towards the past (`rooms::history`).
+    RoomIdBackSeqEventId => "roomidbackseq_eventid", Scan;
+    /// Event id → its `n` in its room's fetched history.
+    EventIdBackSeq => "eventid_backseq", Point;
     /// Origin server name → its verified signing keys (`federation`).
     ServerNameSigningKeys => "servername_signingkeys", Point;
     /// (origin server, transaction id) → the per-PDU results we answered,

@@ -246,6 +246,30 @@ pub async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
+    let dir = match body.dir {
+        ruma::api::Direction::Forward => Direction::Forward,
+        ruma::api::Direction::Backward => Direction::Backward,
+    };
+    let limit = usize::try_from(body.limit.min(UInt::from(1000u32))).unwrap_or(1000);
+    // A `b<n>` token points into the history fetched from other servers.
+    if let Some(seq) = body.from.as_deref().and_then(history_token) {
+        if dir == Direction::Forward {
+            return Err(Error::invalid_param(
+                "Paginating forwards from a history token is not supported",
+            ));
+        }
+        let (events, end) = history(
+            &state,
+            &session.user_id,
+            &body.room_id,
+            seq,
+            limit,
+            &body.filter,
+        )
+        .await?;
+        let start = body.from.clone().unwrap_or_default();
+        return messages_response(&state, body, events, start, end);
+    }
     let from = match &body.from {
         Some(token) => Some(
             rooms::parse_token(token)
@@ -260,11 +284,6 @@ pub async fn messages(
         ),
         None => None,
     };
-    let dir = match body.dir {
-        ruma::api::Direction::Forward => Direction::Forward,
-        ruma::api::Direction::Backward => Direction::Backward,
-    };
-    let limit = usize::try_from(body.limit.min(UInt::from(1000u32))).unwrap_or(1000);
     let page = state.rooms.messages(
         &session.user_id,
         &body.room_id,
@@ -274,7 +293,7 @@ pub async fn messages(
         &body.filter,
     )?;
     let mut events: Vec<Pdu> = page.events;
-    let mut end = page.end;
+    let mut end = page.end.map(rooms::make_token);
     if let Some(to) = to {
         let before_to = |p: u64| match dir {
             Direction::Forward => p <= to,
@@ -291,6 +310,19 @@ pub async fn messages(
             }
         }
         events = kept;
+    } else if dir == Direction::Backward && end.is_none() && state.federation.is_some() {
+        // The start of our timeline: older history may be on other servers.
+        let (older, history_end) = history(
+            &state,
+            &session.user_id,
+            &body.room_id,
+            0,
+            limit - events.len(),
+            &body.filter,
+        )
+        .await?;
+        events.extend(older);
+        end = history_end;
     }
     let start = match from {
         Some(p) => rooms::make_token(p),
@@ -299,9 +331,67 @@ pub async fn messages(
             Direction::Backward => state.rooms.current_position(),
         }),
     };
+    messages_response(&state, body, events, start, end)
+}
+
+/// `b<n>`: a position in the history fetched from other servers.
+fn history_token(token: &str) -> Option<u64> {
+    token.strip_prefix('b')?.parse().ok()
+}
+
+/// Up to `limit` events of the room's fetched history from `seq` on,
+/// fetching more from other servers (`backfill`) when what is stored runs
+/// out. Returns the events and the `end` token (`None`: nothing older).
+async fn history(
+    state: &AppState,
+    user_id: &ruma::UserId,
+    room_id: &ruma::RoomId,
+    seq: u64,
+    limit: usize,
+    filter: &ruma::api::client::filter::RoomEventFilter,
+) -> Result<(Vec<Pdu>, Option<String>)> {
+    let mut events = Vec::new();
+    let mut seq = seq;
+    if limit == 0 {
+        return Ok((events, Some(format!("b{seq}"))));
+    }
+    // Two fetches at most per request: a filter matching little must not
+    // turn one request into a walk through the whole room.
+    for round in 0..3 {
+        let page = state
+            .rooms
+            .history_page(user_id, room_id, seq, limit - events.len(), filter)?;
+        events.extend(page.events);
+        let Some(next) = page.next else {
+            return Ok((events, None));
+        };
+        seq = next;
+        if events.len() >= limit || round == 2 {
+            return Ok((events, Some(format!("b{seq}"))));
+        }
+        let Some(federation) = &state.federation else {
+            return Ok((events, None));
+        };
+        let wanted = u32::try_from(limit - events.len())
+            .unwrap_or(100)
+            .clamp(10, 100);
+        if federation.backfill(&state.rooms, room_id, wanted).await? == 0 {
+            return Ok((events, None));
+        }
+    }
+    Ok((events, Some(format!("b{seq}"))))
+}
+
+fn messages_response(
+    state: &AppState,
+    body: &get_message_events::v3::Request,
+    events: Vec<Pdu>,
+    start: String,
+    end: Option<String>,
+) -> Result<get_message_events::v3::Response> {
     let mut response = get_message_events::v3::Response::new();
     response.start = start;
-    response.end = end.map(rooms::make_token);
+    response.end = end;
     if !body.filter.lazy_load_options.is_disabled() {
         let mut senders: Vec<&ruma::UserId> = Vec::new();
         for pdu in &events {
