@@ -449,3 +449,73 @@ async fn concurrent_power_level_changes_while_partitioned_resolve_alike() {
     let after = send_text(&b, &bob, &room, "after the merge").await;
     wait_for_event(&a, &alice, &room, &after).await;
 }
+
+#[tokio::test]
+async fn another_servers_public_directory() {
+    let (a, b) = pair().await;
+    let alice = a.register("alice", "secret-pw-1").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "visibility": "public", "name": "Listed"}),
+        )
+        .await;
+    let listed = assert_ok(
+        b.get(
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={}",
+                enc(&a.server_name())
+            ),
+            bob.token(),
+        )
+        .await,
+    );
+    let chunk = listed["chunk"].as_array().unwrap();
+    assert!(
+        chunk
+            .iter()
+            .any(|r| r["room_id"] == room.as_str() && r["name"] == "Listed"),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_denied_by_the_acl_is_not_heard() {
+    let (a, b) = pair().await;
+    let (alice, bob, room) = shared_room(&a, &b).await;
+    let acl = json!({"allow": ["*"], "deny": [b.server_name().split(':').next().unwrap(), b.server_name()], "allow_ip_literals": true});
+    assert_ok(
+        a.put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.server_acl",
+                enc(&room)
+            ),
+            alice.token(),
+            acl,
+        )
+        .await,
+    );
+    // Bob's server may still send (it does not know yet, or ignores it),
+    // but alice's server refuses what comes from it.
+    let (status, _) = b
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/denied1",
+                enc(&room)
+            ),
+            bob.token(),
+            json!({"msgtype": "m.text", "body": "can you hear me?"}),
+        )
+        .await;
+    let probe = send_text(&a, &alice, &room, "probe").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = timeline(&a, &alice, &room).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["content"]["body"] == "can you hear me?"),
+        "a denied server's event was accepted (send answered {status}): {events:#?}"
+    );
+    assert!(events.iter().any(|e| e["event_id"] == probe.as_str()));
+}

@@ -344,3 +344,27 @@ impl Federation {
         Ok(0)
     }
 }
+
+impl Federation {
+    /// Another server's public room directory (`POST publicRooms`), for a
+    /// client's `/publicRooms?server=`.
+    pub async fn public_rooms(
+        &self,
+        server: &ruma::ServerName,
+        limit: Option<ruma::UInt>,
+        since: Option<String>,
+        filter: ruma::directory::Filter,
+        network: ruma::directory::RoomNetwork,
+    ) -> Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response> {
+        let mut request =
+            ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
+        request.limit = limit;
+        request.since = since;
+        request.filter = filter;
+        request.room_network = network;
+        self.client
+            .send(server, request)
+            .await
+            .map_err(|e| remote_error("publicRooms", e))
+    }
+}

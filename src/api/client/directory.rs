@@ -141,6 +141,22 @@ pub async fn public_rooms(
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
     let body = &request.body;
+    if let Some(remote) = remote_directory(&state, body.server.as_deref()) {
+        let answer = remote
+            .public_rooms(
+                body.server.as_deref().unwrap_or(state.rooms.server_name()),
+                body.limit,
+                body.since.clone(),
+                Filter::new(),
+                RoomNetwork::Matrix,
+            )
+            .await?;
+        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let page = state.directory.public_rooms(
         &state.rooms,
         PublicRoomsQuery {
@@ -168,6 +184,23 @@ pub async fn public_rooms_filtered(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &request.body;
+    if let Some(remote) = remote_directory(&state, body.server.as_deref()) {
+        let answer = remote
+            .public_rooms(
+                body.server.as_deref().unwrap_or(state.rooms.server_name()),
+                body.limit,
+                body.since.clone(),
+                body.filter.clone(),
+                body.room_network.clone(),
+            )
+            .await?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = answer.chunk;
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let page = state.directory.public_rooms(
         &state.rooms,
         PublicRoomsQuery {
@@ -188,14 +221,26 @@ pub async fn public_rooms_filtered(
     Ok(response)
 }
 
-type PageParts = (
+/// The federation service when `server` names another server's directory.
+fn remote_directory<'a>(
+    state: &'a AppState,
+    server: Option<&ruma::ServerName>,
+) -> Option<&'a crate::federation::Federation> {
+    let server = server?;
+    if server == state.rooms.server_name() {
+        return None;
+    }
+    state.federation.as_deref()
+}
+
+pub(crate) type PageParts = (
     Vec<ruma::directory::PublicRoomsChunk>,
     Option<String>,
     Option<String>,
     Option<UInt>,
 );
 
-fn page_parts(page: PublicRoomsPage) -> PageParts {
+pub(crate) fn page_parts(page: PublicRoomsPage) -> PageParts {
     (
         page.chunk,
         page.next_batch,

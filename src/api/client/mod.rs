@@ -5,7 +5,7 @@ mod account;
 mod account_data;
 mod context;
 mod devices;
-mod directory;
+pub(crate) mod directory;
 mod discovery;
 mod ephemeral;
 mod keys;

@@ -33,6 +33,8 @@ pub fn router() -> Router<AppState> {
         .ruma(events::backfill)
         .ruma(query::directory)
         .ruma(query::profile)
+        .ruma(query::public_rooms)
+        .ruma(query::public_rooms_filtered)
         .ruma(user::keys_query)
         .ruma(user::keys_claim)
         .ruma(user::devices)

@@ -1,11 +1,19 @@
 //! `GET /_matrix/federation/v1/query/{directory,profile}` (Server-Server
-//! API "Querying for information"): our aliases and our users' profiles.
+//! API "Querying for information"): our aliases and our users' profiles;
+//! `publicRooms` ("Public Room Directory"): our published rooms.
 
 use axum::extract::State;
-use ruma::api::federation::query::{get_profile_information, get_room_information};
+use ruma::{
+    api::federation::{
+        directory::{get_public_rooms, get_public_rooms_filtered},
+        query::{get_profile_information, get_room_information},
+    },
+    directory::Filter,
+};
 
 use crate::{
-    api::ruma::Ruma,
+    api::{client::directory::page_parts, ruma::Ruma},
+    directory::PublicRoomsQuery,
     error::{Error, Result},
     AppState,
 };
@@ -46,5 +54,60 @@ pub async fn profile(
             response.data.set(field, value);
         }
     }
+    Ok(response)
+}
+
+/// `GET /_matrix/federation/v1/publicRooms`: our published rooms, as
+/// our clients see them ("Public Room Directory").
+pub async fn public_rooms(
+    State(state): State<AppState>,
+    request: Ruma<get_public_rooms::v1::Request>,
+) -> Result<get_public_rooms::v1::Response> {
+    request.origin()?;
+    let body = &request.body;
+    let page = state.directory.public_rooms(
+        &state.rooms,
+        PublicRoomsQuery {
+            server: None,
+            limit: body.limit,
+            since: body.since.as_deref(),
+            filter: &Filter::new(),
+            network: &body.room_network,
+        },
+    )?;
+    let mut response = get_public_rooms::v1::Response::new();
+    (
+        response.chunk,
+        response.next_batch,
+        response.prev_batch,
+        response.total_room_count_estimate,
+    ) = page_parts(page);
+    Ok(response)
+}
+
+/// `POST /_matrix/federation/v1/publicRooms`, with a filter.
+pub async fn public_rooms_filtered(
+    State(state): State<AppState>,
+    request: Ruma<get_public_rooms_filtered::v1::Request>,
+) -> Result<get_public_rooms_filtered::v1::Response> {
+    request.origin()?;
+    let body = &request.body;
+    let page = state.directory.public_rooms(
+        &state.rooms,
+        PublicRoomsQuery {
+            server: None,
+            limit: body.limit,
+            since: body.since.as_deref(),
+            filter: &body.filter,
+            network: &body.room_network,
+        },
+    )?;
+    let mut response = get_public_rooms_filtered::v1::Response::new();
+    (
+        response.chunk,
+        response.next_batch,
+        response.prev_batch,
+        response.total_room_count_estimate,
+    ) = page_parts(page);
     Ok(response)
 }
