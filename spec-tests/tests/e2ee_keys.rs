@@ -294,6 +294,59 @@ async fn deleting_a_device_removes_its_keys_and_is_a_change() {
 }
 
 #[tokio::test]
+async fn renaming_a_device_with_keys_is_a_change() {
+    let server = TestServer::start().await;
+    let alice = OlmDevice::new(server.register("alice", PW).await);
+    let bob = server.register("bob", PW).await;
+    let room = server
+        .create_room(&alice.session, json!({"preset": "public_chat"}))
+        .await;
+    assert_ok(
+        server
+            .post(
+                &format!("/_matrix/client/v3/join/{}", enc(&room)),
+                bob.token(),
+                json!({}),
+            )
+            .await,
+    );
+    assert_ok(
+        upload(
+            &server,
+            &alice,
+            json!({ "device_keys": alice.device_keys() }),
+        )
+        .await,
+    );
+    let t0 = next_batch(&sync(&server, &bob, None).await);
+    let path = format!("/_matrix/client/v3/devices/{}", enc(alice.device()));
+    assert_ok(
+        server
+            .put(
+                &path,
+                alice.session.token(),
+                json!({"display_name": "Laptop"}),
+            )
+            .await,
+    );
+    let after = sync(&server, &bob, Some(&t0)).await;
+    assert_eq!(
+        users(&after["device_lists"]["changed"]),
+        [alice.user().to_owned()]
+    );
+    let body = json!({ "device_keys": { alice.user(): [] } });
+    let query = assert_ok(
+        server
+            .post("/_matrix/client/v3/keys/query", bob.token(), body)
+            .await,
+    );
+    assert_eq!(
+        query["device_keys"][alice.user()][alice.device()]["unsigned"]["device_display_name"],
+        "Laptop"
+    );
+}
+
+#[tokio::test]
 async fn cross_signing_upload_needs_auth_only_to_replace() {
     let server = TestServer::start().await;
     let alice = OlmDevice::new(server.register("alice", PW).await);

@@ -140,6 +140,20 @@ impl E2ee {
         let _ = self.inner.outbox.set(outbox);
     }
 
+    /// A local device was renamed: a device-list change if the device has
+    /// keys (its name is shown with them as `device_display_name`).
+    pub async fn device_renamed(&self, user: &UserId, device: &ruma::DeviceId) -> Result<()> {
+        let key = (user.to_owned(), device.to_owned());
+        if !self.inner.device_keys.contains(&key)? {
+            return Ok(());
+        }
+        let mut batch = self.inner.storage.batch();
+        let change = self.begin_change(&mut batch, user)?;
+        self.inner.storage.commit(batch).await?;
+        change.committed();
+        Ok(())
+    }
+
     /// Another server reported that `user`'s devices or keys changed
     /// (`m.device_list_update`, `m.signing_key_update`): our users who share
     /// a room with them see it in `device_lists.changed` and query anew

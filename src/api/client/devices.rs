@@ -69,6 +69,11 @@ pub async fn update(
     {
         return Err(Error::not_found("No such device"));
     }
+    // The name is part of what `/keys/query` shows of the device.
+    state
+        .e2ee
+        .device_renamed(&session.user_id, &body.device_id)
+        .await?;
     Ok(update_device::v3::Response::new())
 }
 
