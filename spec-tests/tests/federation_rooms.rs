@@ -519,3 +519,67 @@ async fn a_server_denied_by_the_acl_is_not_heard() {
     );
     assert!(events.iter().any(|e| e["event_id"] == probe.as_str()));
 }
+
+#[tokio::test]
+async fn knocking_on_a_room_on_another_server() {
+    let (a, b) = pair().await;
+    let alice = a.register("alice", "secret-pw-1").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "private_chat",
+                "room_version": "11",
+                "name": "Knock knock",
+                "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+            }),
+        )
+        .await;
+    assert_ok(
+        b.post(
+            &format!(
+                "/_matrix/client/v3/knock/{}?via={}",
+                enc(&room),
+                enc(&a.server_name())
+            ),
+            bob.token(),
+            json!({"reason": "let me in"}),
+        )
+        .await,
+    );
+    wait_for_membership(&a, &alice, &room, &bob.user_id, "knock").await;
+    // Bob's sync shows the knock with the room's stripped state.
+    sync_until(&b, &bob, "the knock in sync", |sync| {
+        sync["rooms"]["knock"][&room]["knock_state"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock knock")
+            })
+    })
+    .await;
+    // Alice lets him in: an invite, which he accepts.
+    assert_ok(
+        a.post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            alice.token(),
+            json!({"user_id": bob.user_id}),
+        )
+        .await,
+    );
+    assert_ok(
+        b.post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room),
+                enc(&a.server_name())
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await,
+    );
+    wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
+}

@@ -368,3 +368,56 @@ impl Federation {
             .map_err(|e| remote_error("publicRooms", e))
     }
 }
+
+impl Federation {
+    /// Knocks on a room this server is not in, through a resident server
+    /// (`make_knock` → sign → `send_knock`, Server-Server API "Knocking
+    /// upon a room"). Returns the signed knock and the room's stripped
+    /// state as the resident server sent it (for the knocker's `/sync`).
+    pub async fn knock_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        content: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(RoomVersionId, crate::rooms::Pdu, Vec<serde_json::Value>)> {
+        use ruma::api::federation::membership::{create_knock_event, prepare_knock_event};
+        let mut last_error = None;
+        for server in servers {
+            let mut request =
+                prepare_knock_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+            request.ver = Rooms::supported_versions().to_vec();
+            let template = match self.client.send(server, request).await {
+                Ok(template) => template,
+                Err(e) => {
+                    last_error = Some(remote_error("make_knock", e));
+                    continue;
+                }
+            };
+            let version = template.room_version;
+            let json: CanonicalJsonObject = serde_json::from_str(template.event.get())
+                .map_err(|e| Error::bad_gateway(format!("make_knock: {e}")))?;
+            check_template(&json, user_id, "knock")?;
+            let knock = self.sign_template(room_id, &version, json, content.clone())?;
+            let raw = serde_json::value::to_raw_value(&knock.json)
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let request = create_knock_event::v1::Request::new(
+                room_id.to_owned(),
+                knock.event_id.clone(),
+                raw,
+            );
+            match self.client.send(server, request).await {
+                Ok(answer) => {
+                    let stripped = answer
+                        .knock_room_state
+                        .iter()
+                        .filter_map(|s| serde_json::to_value(s).ok())
+                        .collect();
+                    return Ok((version, knock, stripped));
+                }
+                Err(e) => last_error = Some(remote_error("send_knock", e)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::not_found("No server to knock through")))
+    }
+}

@@ -125,16 +125,9 @@ pub async fn join_by_id_or_alias(
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
-/// The room a `roomIdOrAlias` path names: an id as it is, an alias resolved.
-fn room_of(state: &AppState, room_id_or_alias: &OwnedRoomOrAliasId) -> Result<OwnedRoomId> {
-    match OwnedRoomId::try_from(room_id_or_alias.clone()) {
-        Ok(room_id) => Ok(room_id),
-        Err(alias) => Ok(state.directory.resolve_alias(&alias)?.room_id),
-    }
-}
-
-/// [`room_of`], also for other servers' aliases (`query/directory`), with
-/// the servers the alias names.
+/// The room a `roomIdOrAlias` path names: an id as it is, an alias resolved
+/// (other servers' aliases with `query/directory`), with the servers the
+/// alias names.
 async fn room_and_servers(
     state: &AppState,
     room_id_or_alias: &OwnedRoomOrAliasId,
@@ -160,8 +153,35 @@ pub async fn knock(
 ) -> Result<knock_room::v3::Response> {
     let session = request.session()?;
     let body = &request.body;
-    let room_id = room_of(&state, &body.room_id_or_alias)?;
+    let (room_id, mut servers) = room_and_servers(&state, &body.room_id_or_alias).await?;
     let profile = member_profile(&state, &session.user_id);
+    if let Some(federation) = &state.federation {
+        if !state.rooms.participates(&room_id)? {
+            servers.splice(0..0, body.via.iter().cloned());
+            let servers = servers_for(&state, &room_id, &session.user_id, servers)?;
+            if !servers.is_empty() {
+                let mut content = serde_json::Map::new();
+                if let Some(name) = profile.displayname {
+                    content.insert("displayname".to_owned(), name.into());
+                }
+                if let Some(reason) = &body.reason {
+                    content.insert("reason".to_owned(), reason.clone().into());
+                }
+                let (version, knock, stripped) = federation
+                    .knock_remote(&session.user_id, &room_id, &servers, content)
+                    .await?;
+                let stripped = stripped
+                    .into_iter()
+                    .map(crate::api::federation::membership::stripped_form)
+                    .collect();
+                state
+                    .rooms
+                    .record_outside_membership(&version, knock, Some(stripped))
+                    .await?;
+                return Ok(knock_room::v3::Response::new(room_id));
+            }
+        }
+    }
     state
         .rooms
         .change_membership(

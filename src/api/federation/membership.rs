@@ -7,8 +7,8 @@ use ruma::{
     api::{
         error::ErrorKind,
         federation::membership::{
-            create_invite, create_join_event, create_leave_event, prepare_join_event,
-            prepare_leave_event,
+            create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
     events::TimelineEventType,
@@ -70,6 +70,50 @@ pub async fn make_leave(
         Some(version),
         raw(&template)?,
     ))
+}
+
+pub async fn make_knock(
+    State(state): State<AppState>,
+    request: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<prepare_knock_event::v1::Response> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    check_user_origin(&body.user_id, origin)?;
+    check_acl(&state.rooms, &body.room_id, origin)?;
+    let (version, template) =
+        state
+            .rooms
+            .membership_template(&body.room_id, &body.user_id, "knock", Some(&body.ver))?;
+    Ok(prepare_knock_event::v1::Response::new(
+        version,
+        raw(&template)?,
+    ))
+}
+
+/// `PUT /send_knock`: accepts the knock and answers with the room's
+/// stripped state, as full PDUs (Matrix 1.16).
+pub async fn send_knock(
+    State(state): State<AppState>,
+    request: Ruma<create_knock_event::v1::Request>,
+) -> Result<create_knock_event::v1::Response> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    accept_membership(
+        &state,
+        origin,
+        &body.room_id,
+        &body.event_id,
+        &body.pdu,
+        Membership::Knock,
+    )
+    .await?;
+    let stripped = state
+        .rooms
+        .stripped_state_pdus(&body.room_id)?
+        .iter()
+        .map(|p| raw(&p.json).map(ruma::api::federation::membership::RawStrippedState::Pdu))
+        .collect::<Result<_>>()?;
+    Ok(create_knock_event::v1::Response::new(stripped))
 }
 
 /// Checks and accepts a membership event another server signed for one of
@@ -181,9 +225,9 @@ pub async fn send_leave(
     Ok(create_leave_event::v2::Response::new())
 }
 
-/// What a client sees of one piece of invite state: a PDU (as servers send
+/// What a client sees of one piece of invite or knock state: a PDU (as servers send
 /// it since Matrix 1.16) cut down to a stripped state event.
-fn stripped_form(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn stripped_form(value: serde_json::Value) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for field in ["type", "state_key", "content", "sender"] {
         if let Some(v) = value.get(field) {

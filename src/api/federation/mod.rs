@@ -5,7 +5,7 @@
 
 mod events;
 mod keys;
-mod membership;
+pub(crate) mod membership;
 mod query;
 mod send;
 mod user;
@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
         .ruma(membership::make_leave)
         .ruma(membership::send_leave)
         .ruma(membership::invite)
+        .ruma(membership::make_knock)
+        .ruma(membership::send_knock)
         .ruma(events::event)
         .ruma(events::state)
         .ruma(events::state_ids)
