@@ -95,13 +95,7 @@ impl Rooms {
         let Some(shortroomid) = self.ids.room(room_id)? else {
             return Ok(Vec::new());
         };
-        let page = self
-            .timeline
-            .page(shortroomid, Some(before), Direction::Backward, limit)?;
-        Ok(page
-            .into_iter()
-            .take_while(|(position, _)| after.is_none_or(|after| *position > after))
-            .collect())
+        Ok(self.timeline.between(shortroomid, after, before, limit)?)
     }
 
     /// The state after the room's last event at or before `position`, as

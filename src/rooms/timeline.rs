@@ -131,6 +131,34 @@ impl Timeline {
             .map(|entry| entry.map(|((_, position), event_id)| (position, event_id)))
             .collect()
     }
+
+    /// Up to `limit` events of a room strictly between `after` and `before`,
+    /// newest first. The scan stops at `after`, so a short range in a long
+    /// room reads only the range (what a woken `/sync` asks for).
+    pub fn between(
+        &self,
+        shortroomid: u64,
+        after: Option<u64>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OwnedEventId)>, StorageError> {
+        let Some(start) = before.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in self.events.iter_prefix_from(
+            &shortroomid,
+            Some(&(shortroomid, start)),
+            Order::Descending,
+        ) {
+            let ((_, position), event_id) = entry?;
+            if after.is_some_and(|after| position <= after) || out.len() >= limit {
+                break;
+            }
+            out.push((position, event_id));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
