@@ -114,8 +114,10 @@ async fn main() {
     let per_origin = args.get(1).copied().unwrap_or(2000);
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(&dir.path().join("db"), OpenMode::ReadWrite).unwrap();
-    let mut config = Config::default();
-    config.server_name = "bench.local".try_into().unwrap();
+    let config = Config {
+        server_name: "bench.local".try_into().unwrap(),
+        ..Config::default()
+    };
     let local_key = Arc::new(SigningKey::generate().unwrap());
     let rooms = Arc::new(
         Rooms::new(

@@ -124,7 +124,7 @@ impl Rooms {
             .next()
             .transpose()?
             .map_or(0, |((_, seq), _)| seq + 1);
-        events.sort_by(|a, b| b.depth.cmp(&a.depth));
+        events.sort_by_key(|e| std::cmp::Reverse(e.depth));
         let mut batch = self.storage.batch();
         let mut added = 0;
         for pdu in events {
