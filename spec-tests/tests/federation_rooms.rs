@@ -583,3 +583,63 @@ async fn knocking_on_a_room_on_another_server() {
     );
     wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
 }
+
+#[tokio::test]
+async fn three_servers_share_one_room() {
+    let (a, b, c) = tokio::join!(
+        TestServer::builder().peer(PeerName::Ip).start(),
+        TestServer::builder().peer(PeerName::Localhost).start(),
+        TestServer::builder().peer(PeerName::Ip).start(),
+    );
+    let alice = a.register("alice", "secret-pw-1").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    let carol = c.register("carol", "secret-pw-3").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "agora"}),
+        )
+        .await;
+    let alias = format!("#agora:{}", a.server_name());
+    for (server, who) in [(&b, &bob), (&c, &carol)] {
+        assert_ok(
+            server
+                .post(
+                    &format!("/_matrix/client/v3/join/{}", enc(&alias)),
+                    who.token(),
+                    json!({}),
+                )
+                .await,
+        );
+    }
+    // The resident server passed carol's join on to bob's server.
+    wait_for_membership(&b, &bob, &room, &carol.user_id, "join").await;
+    wait_for_membership(&c, &carol, &room, &bob.user_id, "join").await;
+
+    // Each server's message reaches both others.
+    let from_a = send_text(&a, &alice, &room, "from a").await;
+    let from_b = send_text(&b, &bob, &room, "from b").await;
+    let from_c = send_text(&c, &carol, &room, "from c").await;
+    for (server, who) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
+        for id in [&from_a, &from_b, &from_c] {
+            wait_for_event(server, who, &room, id).await;
+        }
+    }
+    // And all three agree on the room state.
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let (sa, sb, sc) = (
+            state_ids(&a, &alice, &room).await,
+            state_ids(&b, &bob, &room).await,
+            state_ids(&c, &carol, &room).await,
+        );
+        if sa == sb && sb == sc {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the servers disagree:\n{sa:#?}\n{sb:#?}\n{sc:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
