@@ -157,6 +157,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .set_device_list_outbox(Arc::new(crate::federation::DeviceListShare(
                 Arc::downgrade(&state),
             )));
+        state
+            .presence
+            .set_outbox(Arc::new(crate::federation::PresenceShare(Arc::downgrade(
+                &state,
+            ))));
         state.sending.start(
             Arc::new(crate::federation::ClientTransport::new(
                 federation.client().clone(),

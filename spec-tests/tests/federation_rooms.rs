@@ -643,3 +643,35 @@ async fn three_servers_share_one_room() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn presence_crosses_servers() {
+    let (a, b) = pair().await;
+    let (alice, bob, _room) = shared_room(&a, &b).await;
+    assert_ok(
+        a.put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            alice.token(),
+            json!({"presence": "online", "status_msg": "at lunch"}),
+        )
+        .await,
+    );
+    sync_until(&b, &bob, "alice's presence from her server", |sync| {
+        sync["presence"]["events"].as_array().is_some_and(|events| {
+            events.iter().any(|e| {
+                e["sender"] == alice.user_id.as_str()
+                    && e["content"]["presence"] == "online"
+                    && e["content"]["status_msg"] == "at lunch"
+            })
+        })
+    })
+    .await;
+    let status = assert_ok(
+        b.get(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            bob.token(),
+        )
+        .await,
+    );
+    assert_eq!(status["presence"], "online", "{status}");
+}

@@ -130,3 +130,48 @@ async fn share_device_list(services: &crate::Services, user: &ruma::OwnedUserId)
     }
     Ok(())
 }
+
+/// Sends local users' presence changes to the servers sharing a room with
+/// them: one `m.presence` EDU per destination per published batch.
+pub struct PresenceShare(pub std::sync::Weak<crate::Services>);
+
+impl crate::presence::PresenceOutbox for PresenceShare {
+    fn changed(&self, updates: Vec<(ruma::OwnedUserId, Value)>) {
+        let Some(services) = self.0.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = share_presence(&services, updates).await {
+                tracing::warn!("sending presence updates failed: {e}");
+            }
+        });
+    }
+}
+
+async fn share_presence(
+    services: &crate::Services,
+    updates: Vec<(ruma::OwnedUserId, Value)>,
+) -> Result<()> {
+    let rooms = &services.rooms;
+    let mut by_server: std::collections::BTreeMap<ruma::OwnedServerName, Vec<Value>> =
+        std::collections::BTreeMap::new();
+    for (user, mut content) in updates {
+        let mut servers = std::collections::BTreeSet::new();
+        for room in rooms.joined_rooms(&user)? {
+            servers.extend(rooms.servers_in_room(&room)?);
+        }
+        servers.remove(rooms.server_name());
+        content["user_id"] = json!(user);
+        for server in servers {
+            by_server.entry(server).or_default().push(content.clone());
+        }
+    }
+    for (server, push) in by_server {
+        let edu = json!({ "edu_type": "m.presence", "content": { "push": push } });
+        let raw = serde_json::value::to_raw_value(&edu)
+            .map(Raw::<Edu>::from_json)
+            .map_err(|e| Error::internal(format!("encoding an EDU: {e}")))?;
+        services.sending.send_edu(&server, &raw).await?;
+    }
+    Ok(())
+}

@@ -35,7 +35,7 @@ use crate::{
     storage::{Storage, Table},
 };
 
-pub use edu::{share_read_receipt, share_typing, DeviceListShare};
+pub use edu::{share_read_receipt, share_typing, DeviceListShare, PresenceShare};
 pub use inbound::{candidate_servers, EduSink, TransactionResults};
 pub use key_cache::StoredKeyCache;
 pub use transport::ClientTransport;

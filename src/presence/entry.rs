@@ -5,7 +5,7 @@ use ruma::presence::PresenceState;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{ACTIVE_GRANULARITY, IDLE_TIMEOUT, SYNC_TTL};
+use super::{ACTIVE_GRANULARITY, IDLE_TIMEOUT, REMOTE_TTL, SYNC_TTL};
 
 /// One user's presence.
 #[derive(Debug, Clone)]
@@ -21,6 +21,9 @@ pub(super) struct Entry {
     /// `unavailable` by the idle timer (not by the user's choice): activity
     /// brings the user back `online`.
     pub(super) idle: bool,
+    /// A user of another server, whose server reports the state (`m.presence`
+    /// EDUs): our idle and sync timers do not apply, only [`REMOTE_TTL`].
+    pub(super) remote: bool,
 }
 
 impl Entry {
@@ -33,12 +36,21 @@ impl Entry {
             syncing: 0,
             position: 0,
             idle: false,
+            remote: false,
         }
     }
 
     /// Applies the timers; returns whether the state changed.
     pub(super) fn expire(&mut self, now: Instant) -> bool {
         let before = self.state.clone();
+        if self.remote {
+            if self.state != PresenceState::Offline
+                && now.duration_since(self.last_seen) > REMOTE_TTL
+            {
+                self.state = PresenceState::Offline;
+            }
+            return self.state != before;
+        }
         if self.state != PresenceState::Offline
             && self.syncing == 0
             && now.duration_since(self.last_seen) > SYNC_TTL

@@ -81,6 +81,15 @@ pub const ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// How often the timers are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A user of another server with no update from it for this long is shown
+/// `offline` (Synapse's federation presence timeout).
+pub const REMOTE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Hears about published presence changes of local users (federation sends
+/// them as `m.presence` EDUs): user and `m.presence` content.
+pub trait PresenceOutbox: Send + Sync {
+    fn changed(&self, updates: Vec<(OwnedUserId, serde_json::Value)>);
+}
 
 /// What `GET /presence/{userId}/status` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +115,7 @@ struct Inner {
     stream: Arc<Stream>,
     memberships: Table<(OwnedUserId, OwnedRoomId), Membership>,
     users: Mutex<Users>,
+    outbox: std::sync::OnceLock<Arc<dyn PresenceOutbox>>,
 }
 
 /// The presence domain. Cheap to clone (shared state).
@@ -125,8 +135,39 @@ impl Presence {
                 storage,
                 stream,
                 users: Mutex::new(Users::default()),
+                outbox: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Local users' published changes go to `outbox` from now on.
+    pub fn set_outbox(&self, outbox: Arc<dyn PresenceOutbox>) {
+        let _ = self.inner.outbox.set(outbox);
+    }
+
+    /// A presence update for `user` from their own server (`m.presence`
+    /// EDU): shown to our users who share a room with them, like a local
+    /// change. Ignored when presence is disabled.
+    pub fn remote_update(
+        &self,
+        user: &UserId,
+        state: PresenceState,
+        status_msg: Option<String>,
+        last_active_ago: Option<Duration>,
+    ) {
+        if !self.inner.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let _ = self.inner.update(user, |entry| {
+            entry.remote = true;
+            entry.last_seen = now;
+            entry.last_active = last_active_ago
+                .and_then(|ago| now.checked_sub(ago))
+                .unwrap_or(now);
+            entry.state = state;
+            entry.status_msg = status_msg;
+        });
     }
 
     pub fn enabled(&self) -> bool {
@@ -361,6 +402,21 @@ impl Inner {
                 if let Some(entry) = users.map.get_mut(user) {
                     entry.position = entry.position.max(position);
                 }
+            }
+        }
+        if let Some(outbox) = self.outbox.get() {
+            let now = Instant::now();
+            let users = self.users.lock();
+            let local: Vec<(OwnedUserId, serde_json::Value)> = changed
+                .iter()
+                .filter_map(|user| {
+                    let entry = users.map.get(user)?;
+                    (!entry.remote).then(|| (user.clone(), entry.content(now)))
+                })
+                .collect();
+            drop(users);
+            if !local.is_empty() {
+                outbox.changed(local);
             }
         }
         let mut rooms = HashSet::new();

@@ -35,6 +35,20 @@ fn timers_move_online_to_unavailable_then_offline() {
 }
 
 #[test]
+fn another_servers_user_follows_their_server_then_the_remote_ttl() {
+    let start = Instant::now();
+    let mut entry = Entry::new(start);
+    entry.remote = true;
+    entry.state = PresenceState::Online;
+    // Neither our idle timer nor the sync TTL applies to them.
+    assert!(!entry.expire(start + IDLE_TIMEOUT * 2));
+    assert_eq!(entry.state, PresenceState::Online);
+    assert!(!entry.expire(start + REMOTE_TTL));
+    assert!(entry.expire(start + REMOTE_TTL + Duration::from_secs(1)));
+    assert_eq!(entry.state, PresenceState::Offline);
+}
+
+#[test]
 fn content_has_last_active_ago_and_currently_active() {
     let start = Instant::now();
     let mut entry = Entry::new(start);

@@ -83,8 +83,8 @@ impl EduSink for Edus<'_> {
                     self.device_list(origin, content).await
                 }
                 "m.direct_to_device" => self.to_device(origin, content).await,
-                // Presence over federation is not handled yet; it is
-                // ignored, as unknown EDUs are.
+                "m.presence" => self.presence(origin, content),
+                // Unknown EDUs are ignored.
                 _ => tracing::debug!(%origin, edu_type = kind, "ignored an EDU"),
             }
         })
@@ -104,7 +104,37 @@ struct DirectToDevice {
     messages: ruma::api::client::to_device::send_event_to_device::v3::Messages,
 }
 
+#[derive(Deserialize)]
+struct PresenceEdu {
+    push: Vec<PresenceUpdate>,
+}
+
+#[derive(Deserialize)]
+struct PresenceUpdate {
+    user_id: OwnedUserId,
+    presence: ruma::presence::PresenceState,
+    status_msg: Option<String>,
+    last_active_ago: Option<u64>,
+}
+
 impl Edus<'_> {
+    fn presence(&self, origin: &ServerName, content: serde_json::Value) {
+        let Ok(edu) = serde_json::from_value::<PresenceEdu>(content) else {
+            return;
+        };
+        for update in edu.push {
+            if update.user_id.server_name() != origin {
+                continue;
+            }
+            self.0.presence.remote_update(
+                &update.user_id,
+                update.presence,
+                update.status_msg,
+                update.last_active_ago.map(Duration::from_millis),
+            );
+        }
+    }
+
     async fn device_list(&self, origin: &ServerName, content: serde_json::Value) {
         let Ok(edu) = serde_json::from_value::<DeviceListEdu>(content) else {
             return;
