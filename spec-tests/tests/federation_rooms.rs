@@ -675,3 +675,59 @@ async fn presence_crosses_servers() {
     );
     assert_eq!(status["presence"], "online", "{status}");
 }
+
+async fn join_via(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    via: &str,
+) -> (spec_tests::StatusCode, Value) {
+    let path = format!("/_matrix/client/v3/join/{}?via={}", enc(room), enc(via));
+    server.post(&path, who.token(), json!({})).await
+}
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_an_allowed_room_locally_and_across_servers() {
+    let (a, b) = pair().await;
+    let alice = a.register("alice", "secret-pw-1").await;
+    let carol = a.register("carol", "secret-pw-3").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    let space = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "space"}),
+        )
+        .await;
+    let restricted = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "private_chat",
+                "room_version": "10",
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{"type": "m.room_membership", "room_id": space}],
+                    },
+                }],
+            }),
+        )
+        .await;
+    let via = a.server_name();
+    // Not in the space yet: refused, here and over federation.
+    let refused = join_via(&a, &carol, &restricted, &via).await;
+    assert_eq!(refused.0, 403, "{refused:?}");
+    let refused = join_via(&b, &bob, &restricted, &via).await;
+    assert_eq!(refused.0, 403, "{refused:?}");
+    // Members of the space get in.
+    assert_ok(join_via(&a, &carol, &space, &via).await);
+    assert_ok(join_via(&a, &carol, &restricted, &via).await);
+    assert_ok(join_via(&b, &bob, &space, &via).await);
+    wait_for_membership(&a, &alice, &space, &bob.user_id, "join").await;
+    assert_ok(join_via(&b, &bob, &restricted, &via).await);
+    wait_for_membership(&a, &alice, &restricted, &bob.user_id, "join").await;
+    let hello = send_text(&b, &bob, &restricted, "let in by the space").await;
+    wait_for_event(&a, &alice, &restricted, &hello).await;
+}

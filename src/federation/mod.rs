@@ -119,6 +119,35 @@ impl Federation {
         self.verify_pdu_json(room_id, &rules, json).await
     }
 
+    /// [`Federation::verify_pdu`] for a join received through `send_join`:
+    /// when it names one of our users in `join_authorised_via_users_server`
+    /// (a restricted join we vouched for in `make_join`), our signature is
+    /// added first, as the auth rules require it.
+    pub async fn verify_join_countersigned(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        raw: &RawValue,
+    ) -> std::result::Result<Pdu, String> {
+        let rules = rules(version).map_err(|e| e.to_string())?;
+        let mut json: CanonicalJsonObject =
+            serde_json::from_str(raw.get()).map_err(|e| format!("not a PDU: {e}"))?;
+        let authoriser = match json.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content
+                .get("join_authorised_via_users_server")
+                .and_then(|v| v.as_str())
+                .and_then(|u| ruma::UserId::parse(u).ok()),
+            _ => None,
+        };
+        if authoriser.is_some_and(|u| u.server_name() == self.server_name) {
+            json.remove("unsigned");
+            self.signing_key
+                .sign_json(self.server_name.as_str(), &mut json)
+                .map_err(|e| format!("countersigning failed: {e}"))?;
+        }
+        self.verify_pdu_json(room_id, &rules, json).await
+    }
+
     async fn verify_pdu_json(
         &self,
         room_id: &RoomId,

@@ -98,6 +98,11 @@ impl Rooms {
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
         }
+        if matches!(change, Change::Join(_)) {
+            if let Some(authoriser) = self.join_authoriser(room_id, target)? {
+                content["join_authorised_via_users_server"] = json!(authoriser);
+            }
+        }
         let event = NewEvent {
             kind: TimelineEventType::RoomMember,
             state_key: Some(target.to_string()),

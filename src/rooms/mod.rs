@@ -33,6 +33,7 @@ pub mod remote;
 #[cfg(test)]
 mod remote_tests;
 mod resolve;
+mod restricted;
 mod serve;
 pub mod short;
 pub mod state;

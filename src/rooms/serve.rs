@@ -58,10 +58,14 @@ impl Rooms {
             }
         }
         let rules = Self::rules(&info.version)?;
-        let content = serde_json::value::to_raw_value(&serde_json::json!({
-            "membership": membership
-        }))
-        .map_err(|e| Error::internal(e.to_string()))?;
+        let mut content = serde_json::json!({ "membership": membership });
+        if membership == "join" {
+            if let Some(authoriser) = self.join_authoriser(room_id, user_id)? {
+                content["join_authorised_via_users_server"] = authoriser.as_str().into();
+            }
+        }
+        let content = serde_json::value::to_raw_value(&content)
+            .map_err(|e| Error::internal(e.to_string()))?;
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types = auth::auth_types(&rules, &kind, user_id, Some(user_id.as_str()), &content)
             .map_err(|e| Error::bad_json(e.to_string()))?;

@@ -135,10 +135,14 @@ async fn accept_membership(
     let Some(info) = state.rooms.room_info(room_id)? else {
         return Err(Error::not_found("Unknown room"));
     };
-    let pdu = federation
-        .verify_pdu(room_id, &info.version, pdu)
-        .await
-        .map_err(Error::bad_json)?;
+    let pdu = if membership == Membership::Join {
+        federation
+            .verify_join_countersigned(room_id, &info.version, pdu)
+            .await
+    } else {
+        federation.verify_pdu(room_id, &info.version, pdu).await
+    }
+    .map_err(Error::bad_json)?;
     if pdu.event_id != event_id {
         return Err(Error::bad_json("The event id does not match the event"));
     }
@@ -188,6 +192,18 @@ pub async fn send_join(
         .rooms
         .state_and_auth_chain_before(&body.room_id, &join.event_id)?;
     let mut answer = create_join_event::v2::RoomState::new();
+    // A restricted join carries our signature now: the joining server needs it.
+    if join
+        .json
+        .get("content")
+        .and_then(|c| match c {
+            ruma::CanonicalJsonValue::Object(c) => c.get("join_authorised_via_users_server"),
+            _ => None,
+        })
+        .is_some()
+    {
+        answer.event = Some(raw(&join.json)?);
+    }
     answer.state = room_state
         .iter()
         .map(|p| raw(&p.json))
