@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use ruma::serde::Base64;
+use ruma::api::federation::discovery::ServerSigningKeys;
+use ruma::serde::{Base64, Raw};
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,25 @@ pub trait KeyCache: Send + Sync {
         server: &ServerName,
         keys: ServerKeyMap,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Keeps the last key document `server` itself served (checked and
+    /// self-signed), so that this server can act as a notary for it. By
+    /// default nothing is kept.
+    fn put_response(
+        &self,
+        _server: &ServerName,
+        _response: Raw<ServerSigningKeys>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The document kept by [`KeyCache::put_response`].
+    fn get_response(
+        &self,
+        _server: &ServerName,
+    ) -> impl Future<Output = Result<Option<Raw<ServerSigningKeys>>, BoxError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// A [`KeyCache`] in memory, for tests and tools.
@@ -70,5 +90,20 @@ impl<T: KeyCache> KeyCache for Arc<T> {
 
     async fn put(&self, server: &ServerName, keys: ServerKeyMap) -> Result<(), BoxError> {
         T::put(self, server, keys).await
+    }
+
+    async fn put_response(
+        &self,
+        server: &ServerName,
+        response: Raw<ServerSigningKeys>,
+    ) -> Result<(), BoxError> {
+        T::put_response(self, server, response).await
+    }
+
+    async fn get_response(
+        &self,
+        server: &ServerName,
+    ) -> Result<Option<Raw<ServerSigningKeys>>, BoxError> {
+        T::get_response(self, server).await
     }
 }

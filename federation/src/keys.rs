@@ -279,7 +279,60 @@ impl<C: KeyCache, S: KeyServer> KeyFetcher<C, S> {
             .server_keys(server)
             .await
             .map_err(|e| KeyFetchError::Invalid(e.to_string()))?;
-        Ok(check_key_response(&raw, server, now)?.1)
+        let keys = check_key_response(&raw, server, now)?.1;
+        self.cache
+            .put_response(server, raw)
+            .await
+            .map_err(KeyFetchError::Cache)?;
+        Ok(keys)
+    }
+
+    /// As a notary ("Querying Keys Through Another Server"): the key
+    /// document `server` served us, fetched anew when none is kept or the
+    /// kept one expires before `minimum_valid_until_ts`. `None` when the
+    /// server cannot be reached and nothing is kept.
+    pub async fn notary_response(
+        &self,
+        server: &ServerName,
+        minimum_valid_until_ts: Option<MilliSecondsSinceUnixEpoch>,
+    ) -> Result<Option<Raw<ServerSigningKeys>>, KeyFetchError> {
+        let kept = self
+            .cache
+            .get_response(server)
+            .await
+            .map_err(KeyFetchError::Cache)?;
+        let fresh_enough = |raw: &Raw<ServerSigningKeys>| {
+            let valid_until = raw
+                .get_field::<MilliSecondsSinceUnixEpoch>("valid_until_ts")
+                .ok()
+                .flatten();
+            match (valid_until, minimum_valid_until_ts) {
+                (Some(until), Some(minimum)) => until >= minimum,
+                (Some(until), None) => until >= MilliSecondsSinceUnixEpoch::now(),
+                (None, _) => false,
+            }
+        };
+        if let Some(raw) = kept.as_ref().filter(|raw| fresh_enough(raw)) {
+            return Ok(Some(raw.clone()));
+        }
+        let lock = self.attempt_lock(server);
+        let mut last_attempt = lock.lock().await;
+        let recently = last_attempt.is_some_and(|at| at.elapsed() < self.refetch_interval);
+        if !recently {
+            *last_attempt = Some(Instant::now());
+            let mut known = self.cache.get(server).await.map_err(KeyFetchError::Cache)?;
+            match self
+                .fetch_direct(server, MilliSecondsSinceUnixEpoch::now())
+                .await
+            {
+                Ok(keys) => self.store(server, keys, &mut known).await?,
+                Err(e) => tracing::debug!(%server, error = %e, "notary fetch failed"),
+            }
+        }
+        self.cache
+            .get_response(server)
+            .await
+            .map_err(KeyFetchError::Cache)
     }
 
     async fn fetch_via_notary(

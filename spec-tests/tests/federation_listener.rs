@@ -161,11 +161,8 @@ async fn unsigned_requests_are_unauthorized_and_unknown_paths_unrecognized() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
         assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{method} {path}: {body}");
     }
-    // Not served here (the notary endpoint, the client API).
-    for (method, path) in [
-        (reqwest::Method::POST, "/_matrix/key/v2/query"),
-        (reqwest::Method::GET, "/_matrix/client/versions"),
-    ] {
+    // Not served here (the client API).
+    for (method, path) in [(reqwest::Method::GET, "/_matrix/client/versions")] {
         let (status, body) = send(method.clone(), path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_eq!(body["errcode"], "M_UNRECOGNIZED", "{method} {path}: {body}");

@@ -731,3 +731,37 @@ async fn restricted_rooms_admit_members_of_an_allowed_room_locally_and_across_se
     let hello = send_text(&b, &bob, &restricted, "let in by the space").await;
     wait_for_event(&a, &alice, &restricted, &hello).await;
 }
+
+#[tokio::test]
+async fn a_server_answers_as_notary_for_keys_it_has_seen() {
+    let (a, b) = pair().await;
+    // Sharing a room makes b fetch a's keys.
+    let _ = shared_room(&a, &b).await;
+    spec_tests::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/_matrix/key/v2/query",
+        b.federation_port()
+    );
+    let body = json!({"server_keys": {a.server_name(): {}, b.server_name(): {}}});
+    let response = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let docs = answer["server_keys"].as_array().unwrap();
+    for name in [a.server_name(), b.server_name()] {
+        let doc = docs
+            .iter()
+            .find(|d| d["server_name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no keys for {name}: {answer}"));
+        assert!(doc["verify_keys"]
+            .as_object()
+            .is_some_and(|k| !k.is_empty()));
+        // Signed by the server itself and by the notary.
+        assert!(doc["signatures"][&name].is_object(), "{doc}");
+        assert!(doc["signatures"][b.server_name()].is_object(), "{doc}");
+    }
+}

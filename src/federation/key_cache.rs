@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use feathur_federation::keys::{KeyCache, ServerKeyMap};
-use ruma::{OwnedServerName, ServerName};
+use ruma::{
+    api::federation::discovery::ServerSigningKeys, serde::Raw, OwnedServerName, ServerName,
+};
 
 use crate::storage::{Cf, Storage, Table};
 
@@ -14,6 +16,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct StoredKeyCache {
     storage: Arc<Storage>,
     keys: Table<OwnedServerName, ServerKeyMap>,
+    responses: Table<OwnedServerName, Box<serde_json::value::RawValue>>,
     /// Serialises read-merge-write of one table row.
     write: tokio::sync::Mutex<()>,
 }
@@ -23,6 +26,7 @@ impl StoredKeyCache {
         StoredKeyCache {
             storage: storage.clone(),
             keys: storage.table(Cf::ServerNameSigningKeys),
+            responses: storage.table(Cf::ServerNameKeyResponse),
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -42,6 +46,24 @@ impl KeyCache for StoredKeyCache {
         batch.put(&self.keys, &server, &all)?;
         self.storage.commit(batch).await?;
         Ok(())
+    }
+
+    async fn put_response(
+        &self,
+        server: &ServerName,
+        response: Raw<ServerSigningKeys>,
+    ) -> Result<(), BoxError> {
+        let mut batch = self.storage.batch();
+        batch.put(&self.responses, &server.to_owned(), &response.into_json())?;
+        self.storage.commit(batch).await?;
+        Ok(())
+    }
+
+    async fn get_response(
+        &self,
+        server: &ServerName,
+    ) -> Result<Option<Raw<ServerSigningKeys>>, BoxError> {
+        Ok(self.responses.get(&server.to_owned())?.map(Raw::from_json))
     }
 }
 

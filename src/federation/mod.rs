@@ -229,6 +229,41 @@ impl Federation {
     }
 }
 
+impl Federation {
+    /// As a notary: `server`'s key document, with our signature added
+    /// ("Querying Keys Through Another Server"); ours for our own name.
+    pub async fn notary_keys(
+        &self,
+        server: &ServerName,
+        minimum_valid_until_ts: Option<ruma::MilliSecondsSinceUnixEpoch>,
+    ) -> Result<Option<ruma::serde::Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
+        if server == self.server_name {
+            let ours = crate::server_keys::published_keys(
+                &self.signing_key,
+                &self.server_name,
+                ruma::MilliSecondsSinceUnixEpoch::now(),
+            )?;
+            return Ok(Some(ours));
+        }
+        let Some(raw) = self
+            .keys
+            .notary_response(server, minimum_valid_until_ts)
+            .await
+            .map_err(|e| Error::internal(format!("key cache: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let mut object: CanonicalJsonObject = serde_json::from_str(raw.json().get())
+            .map_err(|e| Error::internal(format!("a kept key document is unreadable: {e}")))?;
+        self.signing_key
+            .sign_json(self.server_name.as_str(), &mut object)
+            .map_err(|e| Error::internal(format!("signing a key document failed: {e}")))?;
+        serde_json::value::to_raw_value(&object)
+            .map(|raw| Some(ruma::serde::Raw::from_json(raw)))
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+}
+
 /// Whether `origin` may take part in `room_id` by its server ACL
 /// (`m.room.server_acl`; Server-Server API "Server Access Control Lists").
 pub fn check_acl(rooms: &Rooms, room_id: &RoomId, origin: &ServerName) -> Result<()> {

@@ -107,6 +107,9 @@ catalog! {
     EventIdBackSeq => "eventid_backseq", Point;
     /// Origin server name → its verified signing keys (`federation`).
     ServerNameSigningKeys => "servername_signingkeys", Point;
+    /// Server name → the last key document it served us, self-signed, kept
+    /// to answer notary queries for it (`federation`).
+    ServerNameKeyResponse => "servername_keyresponse", Point;
     /// (origin server, transaction id) → the per-PDU results we answered,
     /// so a retried transaction gets the same answer (`federation`).
     OriginTxnIdResults => "origintxnid_results", Point;

@@ -18,6 +18,8 @@ use crate::{api::ruma::RumaRouter, error::Error, federation::Federation, AppStat
 pub fn router() -> Router<AppState> {
     Router::new()
         .ruma(keys::server_keys)
+        .ruma(keys::notary_one)
+        .ruma(keys::notary_batch)
         .ruma(version::version)
         .ruma(send::send_transaction)
         .ruma(membership::make_join)
