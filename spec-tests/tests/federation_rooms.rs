@@ -765,3 +765,71 @@ async fn a_server_answers_as_notary_for_keys_it_has_seen() {
         assert!(doc["signatures"][b.server_name()].is_object(), "{doc}");
     }
 }
+
+#[tokio::test]
+async fn profiles_and_aliases_of_another_server() {
+    let (a, b) = pair().await;
+    let alice = a.register("alice", "secret-pw-1").await;
+    let bob = b.register("bob", "secret-pw-2").await;
+    assert_ok(
+        a.put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"displayname": "Alice of A"}),
+        )
+        .await,
+    );
+    let profile = assert_ok(
+        b.get(
+            &format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id)),
+            bob.token(),
+        )
+        .await,
+    );
+    assert_eq!(profile["displayname"], "Alice of A", "{profile}");
+    let field = assert_ok(
+        b.get(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            bob.token(),
+        )
+        .await,
+    );
+    assert_eq!(field["displayname"], "Alice of A", "{field}");
+    let unknown = b
+        .get(
+            &format!(
+                "/_matrix/client/v3/profile/{}",
+                enc(&format!("@nobody:{}", a.server_name()))
+            ),
+            bob.token(),
+        )
+        .await;
+    assert_eq!(unknown.0, 404, "{unknown:?}");
+
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "hall"}),
+        )
+        .await;
+    let alias = format!("#hall:{}", a.server_name());
+    let resolved = assert_ok(
+        b.get(
+            &format!("/_matrix/client/v3/directory/room/{}", enc(&alias)),
+            bob.token(),
+        )
+        .await,
+    );
+    assert_eq!(resolved["room_id"], room.as_str(), "{resolved}");
+    assert!(resolved["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == a.server_name().as_str()));
+}

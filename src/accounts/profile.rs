@@ -19,7 +19,7 @@ impl Accounts {
     pub fn profile(&self, user_id: &OwnedUserId) -> Result<Profile> {
         if !self.is_local(user_id) {
             return Err(Error::not_found(
-                "Profiles of remote users are not available yet",
+                "Profiles of other servers' users need federation, which is not enabled here",
             ));
         }
         match self.accounts.get(user_id)? {

@@ -1,8 +1,8 @@
 //! Room aliases and the published room directory (Client-Server API: "Room
 //! aliases", "Room directory", "Published room directory"; `m.room.canonical_alias`).
 //!
-//! Only local aliases (`#name:our_server_name`) are stored; resolving another
-//! server's alias needs the federation query API, which is not available yet.
+//! Only local aliases (`#name:our_server_name`) are stored; another server's
+//! alias is resolved by the API layer through federation (`query/directory`).
 //!
 //! Tables owned here (key → value):
 //! - `alias_roomid`: alias → [`AliasRecord`] (the room and who created the alias)
@@ -218,14 +218,14 @@ impl Directory {
         Ok(self.aliases.get(&alias.to_owned())?)
     }
 
-    /// `GET /directory/room/{roomAlias}`, and what join-by-alias resolves
-    /// with: 404 `M_NOT_FOUND` for an unknown local alias and, until
-    /// federation exists, for any other server's alias.
+    /// `GET /directory/room/{roomAlias}` for a local alias, and what
+    /// join-by-alias resolves it with: 404 `M_NOT_FOUND` for an unknown one
+    /// (and for another server's alias: those go through federation).
     pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<ResolvedAlias> {
         if !self.is_local(alias) {
             return Err(Error::not_found(format!(
-                "Room alias {alias} belongs to another server; resolving it needs \
-                 federation, which is not available yet"
+                "Room alias {alias} belongs to another server, and federation is not \
+                 enabled here"
             )));
         }
         match self.alias_record(alias)? {
@@ -327,8 +327,8 @@ impl Directory {
                 .map_err(|e| Error::invalid_param(format!("Invalid room alias {text:?}: {e}")))?;
             if !self.is_local(&alias) {
                 return Err(bad_alias(format!(
-                    "The alias {alias} belongs to another server; checking it needs \
-                     federation, which is not available yet"
+                    "The alias {alias} belongs to another server; canonical aliases \
+                     of other servers are not checked here and cannot be set"
                 )));
             }
             match self.alias_record(&alias)? {

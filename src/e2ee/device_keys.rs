@@ -154,8 +154,9 @@ impl E2ee {
 
     /// `POST /keys/query` for `requester`: device keys of local users (all
     /// their devices, or the listed ones), with the signatures `requester`
-    /// may see, and their cross-signing keys. Remote users' servers are
-    /// listed in `failures`: federation does not exist yet.
+    /// may see, and their cross-signing keys. Remote users are asked of
+    /// their servers by the API layer (`federation::keys`); any that reach
+    /// this function are listed in `failures`.
     pub fn query(
         &self,
         accounts: &Accounts,

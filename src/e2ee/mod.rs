@@ -14,8 +14,8 @@
 //! - `backup`: server-side key backups (`/room_keys/*`).
 //! - `signing`: ed25519 signature checks over canonical JSON (ruma).
 //!
-//! Local users only: keys of users on other servers are reported in
-//! `failures` until federation exists.
+//! Local users only: keys of users on other servers are asked of their
+//! servers by the API layer (`crate::federation`), which also serves ours.
 //!
 //! Tables (key → value):
 //! - `userdeviceid_devicekeys`: (user, device) → signed device keys as uploaded

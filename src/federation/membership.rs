@@ -421,3 +421,31 @@ impl Federation {
         Err(last_error.unwrap_or_else(|| Error::not_found("No server to knock through")))
     }
 }
+
+impl Federation {
+    /// Another server's user's profile (`query/profile`), all fields or one.
+    pub async fn remote_profile(
+        &self,
+        user_id: &UserId,
+        field: Option<&str>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        use ruma::api::federation::query::get_profile_information::v1 as profile;
+        let mut request = profile::Request::new(user_id.to_owned());
+        request.field = field.map(Into::into);
+        let response = self
+            .client
+            .send(user_id.server_name(), request)
+            .await
+            .map_err(|e| match e {
+                feathur_federation::ClientError::Server(e) if e.status_code.as_u16() == 404 => {
+                    Error::not_found(format!("No profile for {user_id}"))
+                }
+                e => remote_error("query/profile", e),
+            })?;
+        Ok(response
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}

@@ -56,10 +56,10 @@ impl Rooms {
             return Err(
                 if room_id.server_name().is_some_and(|s| s != self.server_name) {
                     Error::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    ruma::api::error::ErrorKind::NotFound,
-                    "This room is on another server; joining over federation is not available yet",
-                )
+                        axum::http::StatusCode::NOT_FOUND,
+                        ruma::api::error::ErrorKind::NotFound,
+                        "This room is on another server, and federation is not enabled here",
+                    )
                 } else {
                     Error::not_found("Unknown room")
                 },

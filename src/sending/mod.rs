@@ -16,14 +16,14 @@
 //! - **Ordered**: items committed one after another go out in that order
 //!   (a room's events are committed in order under the room lock).
 //!
-//! Where it hooks in (not wired yet): after `Rooms::send` commits a PDU, the
-//! rooms domain calls [`Sending::queue_pdu`] for every other server with a
-//! joined member, in the event's own batch, then [`Sending::wake`] after the
-//! commit; typing, receipts, presence and to-device become EDUs through
-//! [`Sending::queue_edu`]. Inbound requests from a server that was backed off
-//! call [`Sending::retry_now`]. The real [`Transport`] is the X-Matrix client
-//! of `feathur-federation`; until it exists, `server.rs` starts the sender
-//! with [`Unconfigured`], which keeps everything queued.
+//! Where it hooks in: `Rooms::send` calls [`Sending::queue_pdu`] for every
+//! other server with a joined member, in the event's own batch, then
+//! [`Sending::wake`] after the commit; to-device messages are staged with
+//! [`Sending::queue_edu`] in their own batch; typing, receipts, presence and
+//! device-list updates go through [`Sending::send_edu`]. Inbound requests
+//! from a server that was backed off call [`Sending::retry_now`]. The real
+//! [`Transport`] is `federation::ClientTransport` (the X-Matrix client of
+//! `feathur-federation`); [`Unconfigured`] keeps everything queued (tests).
 
 mod queue;
 mod sender;

@@ -73,7 +73,7 @@ impl Transport for Unconfigured {
     ) -> TransportFuture<'a> {
         Box::pin(async {
             Err(TransportError::Unavailable(
-                "this build has no outbound federation client yet".to_owned(),
+                "no outbound federation client is configured".to_owned(),
             ))
         })
     }

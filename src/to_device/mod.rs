@@ -325,8 +325,8 @@ impl Inner {
 }
 
 /// Which local device gets which content: `*` expands to the user's devices,
-/// a named device wins over `*`; unknown users and devices, and remote users
-/// (until federation), are skipped.
+/// a named device wins over `*`; unknown users and devices are skipped, and
+/// remote users are left to [`ToDevice::queue_remote`].
 fn resolve(
     accounts: &Accounts,
     messages: &Messages,

@@ -58,7 +58,12 @@ pub async fn get_alias(
     State(state): State<AppState>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
-    let resolved = state.directory.resolve_alias(&request.body.room_alias)?;
+    let alias = &request.body.room_alias;
+    if let Some(federation) = remote_directory(&state, Some(alias.server_name())) {
+        let (room_id, servers) = federation.resolve_alias(alias).await?;
+        return Ok(get_alias::v3::Response::new(room_id, servers));
+    }
+    let resolved = state.directory.resolve_alias(alias)?;
     Ok(get_alias::v3::Response::new(
         resolved.room_id,
         resolved.servers,

@@ -25,11 +25,28 @@ fn own_user(session: &Session, user_id: &OwnedUserId, what: &str) -> Result<()> 
     Ok(())
 }
 
+/// A local user's profile, or another server's user's through
+/// `query/profile` when federation is on.
+async fn profile_of(
+    state: &AppState,
+    user_id: &ruma::OwnedUserId,
+    field: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    match &state.federation {
+        Some(federation) if !state.accounts.is_local(user_id) => Ok(federation
+            .remote_profile(user_id, field)
+            .await?
+            .into_iter()
+            .collect()),
+        _ => state.accounts.profile(user_id),
+    }
+}
+
 pub async fn get_profile(
     State(state): State<AppState>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response> {
-    let profile = state.accounts.profile(&request.body.user_id)?;
+    let profile = profile_of(&state, &request.body.user_id, None).await?;
     let mut response = get_profile::v3::Response::new();
     response.data = profile.into_iter().collect::<UserProfile>();
     Ok(response)
@@ -40,7 +57,7 @@ pub async fn get_field(
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response> {
     let body = request.body;
-    let profile = state.accounts.profile(&body.user_id)?;
+    let profile = profile_of(&state, &body.user_id, Some(body.field.as_str())).await?;
     let name = body.field.as_str();
     let Some(value) = profile.get(name) else {
         return Err(Error::not_found(format!("The profile has no {name}")));
