@@ -135,6 +135,11 @@ impl Rooms {
             return self.rejection(&pdu.event_id);
         }
         let rules = Self::rules(version)?;
+        let missing = self.unknown_auth_events(&pdu)?;
+        if !missing.is_empty() {
+            // Not a verdict: kept nowhere, so it can be fetched again.
+            return Ok(Some(format!("auth events not available: {missing:?}")));
+        }
         let mut batch = self.storage.batch();
         let verdict = self.check_against_auth_events(&rules, &pdu);
         match &verdict {
@@ -180,7 +185,16 @@ impl Rooms {
         let mut in_flight = self.stream.begin();
         let mut batch = self.storage.batch();
 
-        // 4. Auth events.
+        // 4. Auth events. Missing ones are not a verdict: nothing is stored
+        // and the event can come again once they are found.
+        let missing = self.unknown_auth_events(&pdu)?;
+        if !missing.is_empty() {
+            return Err(Error::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                ruma::api::error::ErrorKind::Unknown,
+                format!("auth events not available: {missing:?}"),
+            ));
+        }
         if let Err(reason) = self.check_against_auth_events(&rules, &pdu) {
             return self
                 .reject(batch, &pdu, format!("against its auth events: {reason}"))
