@@ -38,7 +38,10 @@ impl Hasher {
                 .spawn(move || loop {
                     let job = queue.lock().recv();
                     match job {
-                        Ok(job) => job(),
+                        Ok(job) => {
+                            job();
+                            release_freed_memory();
+                        }
                         Err(_) => break,
                     }
                 });
@@ -103,6 +106,19 @@ impl Hasher {
             }
         })
         .await?
+    }
+}
+
+/// Hands the hash's freed 19 MiB buffer back to the system: glibc keeps
+/// freed memory of a thread's arena otherwise, so every hashing thread held
+/// its last buffers (RSS ~200 MB after ten registrations, against ~30 MB at
+/// start). `malloc_trim` costs far less than the hash it follows.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system; it
+    // has no preconditions and does not touch memory in use.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
