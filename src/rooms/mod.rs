@@ -25,6 +25,7 @@ mod create;
 mod history;
 mod membership;
 pub mod pdu;
+mod pdu_cache;
 mod power;
 mod read;
 mod redact;
@@ -156,6 +157,7 @@ pub struct Rooms {
     timeline: timeline::Timeline,
     relations: relations::RelationIndex,
     pdus: Table<OwnedEventId, Pdu>,
+    pdu_cache: pdu_cache::PduCache,
     rejected: Table<OwnedEventId, String>,
     invite_state: Table<OwnedEventId, Vec<serde_json::Value>>,
     history: Table<(u64, u64), OwnedEventId>,
@@ -193,6 +195,7 @@ impl Rooms {
             relations: relations::RelationIndex::new(&storage),
             ids,
             pdus: storage.table(Cf::EventIdPdu),
+            pdu_cache: pdu_cache::PduCache::default(),
             rejected: storage.table(Cf::EventIdRejected),
             invite_state: storage.table(Cf::EventIdInviteState),
             history: storage.table(Cf::RoomIdBackSeqEventId),
@@ -321,7 +324,15 @@ impl Rooms {
     }
 
     pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
-        Ok(self.pdus.get(&event_id.to_owned())?)
+        if let Some(pdu) = self.pdu_cache.get(event_id) {
+            return Ok(Some(pdu));
+        }
+        let generation = self.pdu_cache.generation();
+        let pdu = self.pdus.get(&event_id.to_owned())?;
+        if let Some(pdu) = &pdu {
+            self.pdu_cache.insert(generation, pdu);
+        }
+        Ok(pdu)
     }
 
     /// The current state of a room as (type, state key) → event id.
@@ -453,6 +464,9 @@ impl Rooms {
         }
         let queued = self.queue_for_servers(&mut batch, &pdu)?;
         self.storage.commit(batch).await?;
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.pdu_cache.invalidate();
+        }
         drop(guard);
         if let Some(sending) = self.sending.get() {
             sending.wake(queued);

@@ -294,6 +294,9 @@ impl Rooms {
         )?;
         batch.put(&self.extremities, &room_id, &extremities)?;
         self.storage.commit(batch).await?;
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.pdu_cache.invalidate();
+        }
         drop(guard);
 
         let hooks = self.event_hooks.read().clone();
