@@ -48,20 +48,28 @@ async fn join(
             .await?;
         return Ok(());
     };
-    let mut content = serde_json::Map::new();
-    if let Some(name) = profile.displayname {
-        content.insert("displayname".to_owned(), name.into());
-    }
-    if let Some(url) = profile.avatar_url {
-        content.insert("avatar_url".to_owned(), url.into());
-    }
-    if let Some(reason) = reason {
-        content.insert("reason".to_owned(), reason.into());
-    }
+    let content = remote_member_content(&profile, "join", reason);
     federation
         .join_remote(&state.rooms, user_id, room_id, &servers, content)
         .await?;
     Ok(())
+}
+
+/// The member content we add to a resident server's template: the same
+/// profile fields a local membership event carries, and the reason.
+fn remote_member_content(
+    profile: &rooms::MemberProfile,
+    membership: &str,
+    reason: Option<String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut content = match profile.member_content(membership, false) {
+        serde_json::Value::Object(content) => content,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    content
 }
 
 /// Other servers that may be in the room, best first, ours left out.
@@ -160,13 +168,7 @@ pub async fn knock(
             servers.splice(0..0, body.via.iter().cloned());
             let servers = servers_for(&state, &room_id, &session.user_id, servers)?;
             if !servers.is_empty() {
-                let mut content = serde_json::Map::new();
-                if let Some(name) = profile.displayname {
-                    content.insert("displayname".to_owned(), name.into());
-                }
-                if let Some(reason) = &body.reason {
-                    content.insert("reason".to_owned(), reason.clone().into());
-                }
+                let content = remote_member_content(&profile, "knock", body.reason.clone());
                 let (version, knock, stripped) = federation
                     .knock_remote(&session.user_id, &room_id, &servers, content)
                     .await?;

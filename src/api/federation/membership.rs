@@ -37,19 +37,38 @@ fn check_user_origin(user: &ruma::UserId, origin: &ServerName) -> Result<()> {
     Ok(())
 }
 
+/// The checks every `make_*` request shares, then the room's template for
+/// `membership` (`ver`: the versions the asking server supports, if it says).
+fn template(
+    state: &AppState,
+    origin: &ServerName,
+    room_id: &RoomId,
+    user_id: &ruma::UserId,
+    membership: &str,
+    ver: Option<&[ruma::RoomVersionId]>,
+) -> Result<(ruma::RoomVersionId, Box<RawValue>)> {
+    check_user_origin(user_id, origin)?;
+    check_acl(&state.rooms, room_id, origin)?;
+    let (version, template) = state
+        .rooms
+        .membership_template(room_id, user_id, membership, ver)?;
+    Ok((version, raw(&template)?))
+}
+
 pub async fn make_join(
     State(state): State<AppState>,
     request: Ruma<prepare_join_event::v1::Request>,
 ) -> Result<prepare_join_event::v1::Response> {
-    let origin = request.origin()?;
     let body = &request.body;
-    check_user_origin(&body.user_id, origin)?;
-    check_acl(&state.rooms, &body.room_id, origin)?;
-    let (version, template) =
-        state
-            .rooms
-            .membership_template(&body.room_id, &body.user_id, "join", Some(&body.ver))?;
-    let mut response = prepare_join_event::v1::Response::new(raw(&template)?);
+    let (version, event) = template(
+        &state,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        "join",
+        Some(&body.ver),
+    )?;
+    let mut response = prepare_join_event::v1::Response::new(event);
     response.room_version = Some(version);
     Ok(response)
 }
@@ -58,36 +77,32 @@ pub async fn make_leave(
     State(state): State<AppState>,
     request: Ruma<prepare_leave_event::v1::Request>,
 ) -> Result<prepare_leave_event::v1::Response> {
-    let origin = request.origin()?;
     let body = &request.body;
-    check_user_origin(&body.user_id, origin)?;
-    check_acl(&state.rooms, &body.room_id, origin)?;
-    let (version, template) =
-        state
-            .rooms
-            .membership_template(&body.room_id, &body.user_id, "leave", None)?;
-    Ok(prepare_leave_event::v1::Response::new(
-        Some(version),
-        raw(&template)?,
-    ))
+    let (version, event) = template(
+        &state,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        "leave",
+        None,
+    )?;
+    Ok(prepare_leave_event::v1::Response::new(Some(version), event))
 }
 
 pub async fn make_knock(
     State(state): State<AppState>,
     request: Ruma<prepare_knock_event::v1::Request>,
 ) -> Result<prepare_knock_event::v1::Response> {
-    let origin = request.origin()?;
     let body = &request.body;
-    check_user_origin(&body.user_id, origin)?;
-    check_acl(&state.rooms, &body.room_id, origin)?;
-    let (version, template) =
-        state
-            .rooms
-            .membership_template(&body.room_id, &body.user_id, "knock", Some(&body.ver))?;
-    Ok(prepare_knock_event::v1::Response::new(
-        version,
-        raw(&template)?,
-    ))
+    let (version, event) = template(
+        &state,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        "knock",
+        Some(&body.ver),
+    )?;
+    Ok(prepare_knock_event::v1::Response::new(version, event))
 }
 
 /// `PUT /send_knock`: accepts the knock and answers with the room's

@@ -12,7 +12,10 @@ use ruma::{
 };
 
 use crate::{
-    api::{client::directory::page_parts, ruma::Ruma},
+    api::{
+        client::directory::{page_parts, PageParts},
+        ruma::Ruma,
+    },
     directory::PublicRoomsQuery,
     error::{Error, Result},
     AppState,
@@ -57,31 +60,48 @@ pub async fn profile(
     Ok(response)
 }
 
-/// `GET /_matrix/federation/v1/publicRooms`: our published rooms, as
-/// our clients see them ("Public Room Directory").
+/// Our published rooms as another server asks for them ("Public Room
+/// Directory"): the same listing our clients get.
+fn public_page(
+    state: &AppState,
+    limit: Option<ruma::UInt>,
+    since: Option<&str>,
+    filter: &Filter,
+    network: &ruma::directory::RoomNetwork,
+) -> Result<PageParts> {
+    let page = state.directory.public_rooms(
+        &state.rooms,
+        PublicRoomsQuery {
+            server: None,
+            limit,
+            since,
+            filter,
+            network,
+        },
+    )?;
+    Ok(page_parts(page))
+}
+
+/// `GET /_matrix/federation/v1/publicRooms`.
 pub async fn public_rooms(
     State(state): State<AppState>,
     request: Ruma<get_public_rooms::v1::Request>,
 ) -> Result<get_public_rooms::v1::Response> {
     request.origin()?;
     let body = &request.body;
-    let page = state.directory.public_rooms(
-        &state.rooms,
-        PublicRoomsQuery {
-            server: None,
-            limit: body.limit,
-            since: body.since.as_deref(),
-            filter: &Filter::new(),
-            network: &body.room_network,
-        },
-    )?;
     let mut response = get_public_rooms::v1::Response::new();
     (
         response.chunk,
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = page_parts(page);
+    ) = public_page(
+        &state,
+        body.limit,
+        body.since.as_deref(),
+        &Filter::new(),
+        &body.room_network,
+    )?;
     Ok(response)
 }
 
@@ -92,22 +112,18 @@ pub async fn public_rooms_filtered(
 ) -> Result<get_public_rooms_filtered::v1::Response> {
     request.origin()?;
     let body = &request.body;
-    let page = state.directory.public_rooms(
-        &state.rooms,
-        PublicRoomsQuery {
-            server: None,
-            limit: body.limit,
-            since: body.since.as_deref(),
-            filter: &body.filter,
-            network: &body.room_network,
-        },
-    )?;
     let mut response = get_public_rooms_filtered::v1::Response::new();
     (
         response.chunk,
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = page_parts(page);
+    ) = public_page(
+        &state,
+        body.limit,
+        body.since.as_deref(),
+        &body.filter,
+        &body.room_network,
+    )?;
     Ok(response)
 }
