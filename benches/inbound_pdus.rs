@@ -93,7 +93,7 @@ async fn send(federation: &Federation, rooms: &Rooms, origin: &Origin, txn: usiz
     );
     request.pdus = pdus
         .iter()
-        .map(|p| to_raw_value(&p.json).unwrap())
+        .map(|p| to_raw_value(&*p.json).unwrap())
         .collect();
     let results = federation
         .receive_transaction(rooms, &NoEdus, &origin.name, request)

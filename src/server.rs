@@ -82,7 +82,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sync = SyncService::new(storage.clone());
     sync.attach(&rooms);
     accounts.set_account_data_listener(sync.account_data_listener());
-    let push = crate::push::Push::new(storage.clone());
+    let push = crate::push::Push::new(storage.clone())?;
     push.attach(&rooms);
     let typing = crate::typing::Typing::new(storage.clone());
     typing.attach(&rooms);
@@ -286,7 +286,7 @@ impl PduSource for RoomPdus {
         let Some(pdu) = services.rooms.get_pdu(event_id)? else {
             return Ok(None);
         };
-        serde_json::value::to_raw_value(&pdu.json)
+        serde_json::value::to_raw_value(&*pdu.json)
             .map(Some)
             .map_err(|e| Error::internal(format!("encoding PDU {event_id}: {e}")))
     }

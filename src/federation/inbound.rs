@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use super::Federation;
 use crate::{
     error::{Error, Result},
-    rooms::{Outcome, Pdu, Rooms},
+    rooms::{Applied, Outcome, Pdu, Rooms},
 };
 
 /// Per-PDU answers of one transaction (`None`: accepted), as stored for
@@ -80,19 +80,41 @@ impl Federation {
             return Ok(results);
         }
         let mut results = TransactionResults::new();
+        // Each PDU is checked against what the previous ones wrote as soon
+        // as that is applied; the transaction's last commit (its results)
+        // makes them all durable with one sync, before the answer.
+        let mut applied = Vec::new();
+        let mut outcome = Ok(());
         for raw in &request.pdus {
-            if let Some((event_id, result)) = self.receive_pdu(rooms, origin, raw).await? {
-                results.insert(event_id, result.err());
+            match self.receive_pdu(rooms, origin, raw, &mut applied).await {
+                Ok(Some((event_id, result))) => {
+                    results.insert(event_id, result.err());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
         }
-        for edu in &request.edus {
-            if let Ok(value) = edu.deserialize_as::<serde_json::Value>() {
-                edus.edu(origin, &value).await;
+        if outcome.is_ok() {
+            // Before the results are stored: a transaction retried after a
+            // crash here is processed again, so no to-device message is lost.
+            for edu in &request.edus {
+                if let Ok(value) = edu.deserialize_as::<serde_json::Value>() {
+                    edus.edu(origin, &value).await;
+                }
             }
+            let mut batch = rooms.storage().batch();
+            batch.put(&self.txn_results, &key, &results)?;
+            outcome = rooms.storage().commit(batch).await.map_err(Error::from);
         }
-        let mut batch = rooms.storage().batch();
-        batch.put(&self.txn_results, &key, &results)?;
-        rooms.storage().commit(batch).await?;
+        // Also after an error: what was applied commits anyway, and its
+        // hooks and wake-ups must run.
+        for pending in applied {
+            rooms.finish(pending).await?;
+        }
+        outcome?;
         Ok(results)
     }
 
@@ -103,6 +125,7 @@ impl Federation {
         rooms: &Rooms,
         origin: &ServerName,
         raw: &RawValue,
+        applied: &mut Vec<Applied>,
     ) -> Result<Option<(OwnedEventId, std::result::Result<(), String>)>> {
         let Some(room_id) = super::room_id_of(raw) else {
             return Ok(None);
@@ -129,7 +152,7 @@ impl Federation {
             return Ok(Some((event_id, Err(e.to_string()))));
         }
         let result = self
-            .process_pdu(rooms, origin, &info.version, pdu, true)
+            .process_pdu(rooms, origin, &info.version, pdu, true, applied)
             .await;
         Ok(Some((event_id, result)))
     }
@@ -137,6 +160,7 @@ impl Federation {
     /// Fetches what `pdu` needs, then has the room check and store it.
     /// `fetch_prev`: look for missing `prev_events` with
     /// `get_missing_events` (not done for the events that call returns).
+    /// What it stores is pushed on `applied`, for the caller to finish.
     async fn process_pdu(
         &self,
         rooms: &Rooms,
@@ -144,6 +168,7 @@ impl Federation {
         version: &RoomVersionId,
         pdu: Pdu,
         fetch_prev: bool,
+        applied: &mut Vec<Applied>,
     ) -> std::result::Result<(), String> {
         let event_id = pdu.event_id.clone();
         if let Some(reason) = rooms.rejection(&event_id).map_err(|e| e.to_string())? {
@@ -160,7 +185,10 @@ impl Federation {
             .prev_events_without_state(&pdu)
             .map_err(|e| e.to_string())?;
         if !missing.is_empty() && fetch_prev {
-            if let Err(e) = self.fetch_missing_prev(rooms, origin, version, &pdu).await {
+            if let Err(e) = self
+                .fetch_missing_prev(rooms, origin, version, &pdu, applied)
+                .await
+            {
                 tracing::info!(%event_id, "get_missing_events failed: {e}");
             }
             missing = rooms
@@ -176,11 +204,12 @@ impl Federation {
                     .map_err(|e| format!("could not fetch the state before the event: {e}"))?,
             )
         };
-        match rooms
-            .accept_remote(pdu, state_before)
+        let (outcome, stored) = rooms
+            .accept_remote_applied(pdu, state_before)
             .await
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| e.to_string())?;
+        applied.push(stored);
+        match outcome {
             Outcome::Accepted | Outcome::AlreadyKnown | Outcome::SoftFailed(_) => Ok(()),
             Outcome::Rejected(reason) => Err(reason),
         }
@@ -257,6 +286,7 @@ impl Federation {
         origin: &ServerName,
         version: &RoomVersionId,
         pdu: &Pdu,
+        applied: &mut Vec<Applied>,
     ) -> Result<()> {
         let mut request = get_missing_events::v1::Request::new(
             pdu.room_id.clone(),
@@ -280,7 +310,7 @@ impl Federation {
         for event in events {
             let id = event.event_id.clone();
             if let Err(reason) =
-                Box::pin(self.process_pdu(rooms, origin, version, event, false)).await
+                Box::pin(self.process_pdu(rooms, origin, version, event, false, applied)).await
             {
                 tracing::info!(event_id = %id, %reason, "a missing event was not accepted");
             }

@@ -87,7 +87,7 @@ impl Federation {
             .map_err(|e| Error::bad_gateway(format!("make_join answered an invalid event: {e}")))?;
         check_template(&json, user_id, "join")?;
         let join = self.sign_template(room_id, &version, json, profile)?;
-        let raw = serde_json::value::to_raw_value(&join.json)
+        let raw = serde_json::value::to_raw_value(&*join.json)
             .map_err(|e| Error::internal(e.to_string()))?;
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw);
@@ -148,7 +148,7 @@ impl Federation {
                 .map_err(|e| Error::bad_gateway(format!("make_leave: {e}")))?;
             check_template(&json, user_id, "leave")?;
             let leave = self.sign_template(room_id, &version, json, Default::default())?;
-            let raw = serde_json::value::to_raw_value(&leave.json)
+            let raw = serde_json::value::to_raw_value(&*leave.json)
                 .map_err(|e| Error::internal(e.to_string()))?;
             let request = create_leave_event::v2::Request::new(
                 room_id.to_owned(),
@@ -180,12 +180,12 @@ impl Federation {
         else {
             return Err(Error::bad_json("An invite needs a user as state key"));
         };
-        let raw = serde_json::value::to_raw_value(&invite.json)
+        let raw = serde_json::value::to_raw_value(&*invite.json)
             .map_err(|e| Error::internal(e.to_string()))?;
         let stripped = rooms
             .stripped_state_pdus(&invite.room_id)?
             .into_iter()
-            .filter_map(|p| serde_json::value::to_raw_value(&p.json).ok())
+            .filter_map(|p| serde_json::value::to_raw_value(&*p.json).ok())
             .map(ruma::api::federation::membership::RawStrippedState::Pdu)
             .collect();
         let request = ruma::api::federation::membership::create_invite::v2::Request::new(
@@ -399,7 +399,7 @@ impl Federation {
                 .map_err(|e| Error::bad_gateway(format!("make_knock: {e}")))?;
             check_template(&json, user_id, "knock")?;
             let knock = self.sign_template(room_id, &version, json, content.clone())?;
-            let raw = serde_json::value::to_raw_value(&knock.json)
+            let raw = serde_json::value::to_raw_value(&*knock.json)
                 .map_err(|e| Error::internal(e.to_string()))?;
             let request = create_knock_event::v1::Request::new(
                 room_id.to_owned(),

@@ -220,7 +220,7 @@ impl Federation {
     /// users (an invite: "Inviting to a room").
     pub fn countersign(&self, room_id: &RoomId, version: &RoomVersionId, pdu: Pdu) -> Result<Pdu> {
         let _ = rules(version)?;
-        let mut json = pdu.json;
+        let mut json = std::sync::Arc::unwrap_or_clone(pdu.json);
         self.signing_key
             .sign_json(self.server_name.as_str(), &mut json)
             .map_err(|e| Error::internal(format!("countersigning failed: {e}")))?;

@@ -3,14 +3,18 @@
 //! "Unread thread notifications").
 //!
 //! Every event whose push actions notify a user leaves one row
-//! `(user, room, stream position) → {highlight, thread}` in
-//! `userroompos_notification`. A read receipt (or the user's own event,
+//! `(user, room, scope, stream position) → {highlight, thread}` in
+//! `userroomscopepos_notification` (scope: `""` for the main timeline,
+//! the thread root for a thread). A read receipt (or the user's own event,
 //! which the spec treats as one) deletes the rows it covers: an unthreaded
 //! receipt every row up to its position, a `main` receipt the main
 //! timeline's, a threaded receipt that thread's. The counts `/sync` shows
 //! are a prefix scan of the remaining rows, so they stay exact without
 //! read-modify-write of counters; their cost grows with the *unread*
-//! notifications only.
+//! notifications only. Deleted rows leave RocksDB tombstones until
+//! compaction: a walk that started at the prefix would step over every one
+//! (a busy sender's own events delete their rows on every send), so walks
+//! of the main timeline start above the newest receipt that covers it.
 //!
 //! `userroomthread_pushreadpos` remembers the newest receipt position per
 //! scope (`""` unthreaded, `"main"`, or the thread root id) so that an
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Result,
-    storage::{Batch, Cf, Storage, Table},
+    storage::{table::Order, Batch, Cf, Storage, Table},
 };
 
 /// One unread notification of a user.
@@ -61,33 +65,74 @@ fn scope_of(thread: &ReceiptThread) -> Option<String> {
     }
 }
 
-/// Whether a receipt in `scope` covers a notification in `thread`.
-fn covers(scope: &str, thread: Option<&OwnedEventId>) -> bool {
-    match (scope, thread) {
-        ("", _) => true,
-        ("main", None) => true,
-        (root, Some(thread)) => thread.as_str() == root,
-        _ => false,
+/// The row scope of a notification: `""` for the main timeline, the root
+/// id for a thread. Main rows sort after thread rows (the key separator
+/// is 0xFF), so one prefix walk meets every thread first.
+fn row_scope(thread: Option<&OwnedEventId>) -> String {
+    thread.map_or_else(String::new, |root| root.to_string())
+}
+
+/// The read scope, besides `""` (unthreaded), that covers a row scope.
+fn read_scope_of(row_scope: &str) -> &str {
+    if row_scope.is_empty() {
+        "main"
+    } else {
+        row_scope
     }
 }
 
 #[derive(Clone)]
 pub(super) struct Counts {
-    rows: Table<(OwnedUserId, OwnedRoomId, u64), Notification>,
+    rows: Table<(OwnedUserId, OwnedRoomId, String, u64), Notification>,
     read: Table<(OwnedUserId, OwnedRoomId, String), u64>,
 }
 
 impl Counts {
     pub(super) fn new(storage: &Storage) -> Counts {
         Counts {
-            rows: storage.table(Cf::UserRoomPosNotification),
+            rows: storage.table(Cf::UserRoomScopePosNotification),
             read: storage.table(Cf::UserRoomThreadPushReadPos),
         }
+    }
+
+    /// Moves rows of the first layout (user, room, position), which had no
+    /// scope in the key, into the current table. Run once at start-up.
+    pub(super) fn migrate_legacy(storage: &Storage) -> Result<()> {
+        let legacy: Table<(OwnedUserId, OwnedRoomId, u64), Notification> =
+            storage.table(Cf::UserRoomPosNotificationLegacy);
+        let rows = Counts::new(storage).rows;
+        let mut batch = storage.batch();
+        for row in legacy.iter() {
+            let ((user, room, position), notification) = row?;
+            let scope = row_scope(notification.thread.as_ref());
+            batch.delete(&legacy, &(user.clone(), room.clone(), position));
+            batch.put(&rows, &(user, room, scope, position), &notification)?;
+        }
+        if !batch.is_empty() {
+            tracing::info!(
+                rows = batch.len() / 2,
+                "moved unread notifications to their new table"
+            );
+            storage.commit_blocking(batch)?;
+        }
+        Ok(())
     }
 
     fn read_position(&self, user: &UserId, room: &RoomId, scope: &str) -> Result<u64> {
         let key = (user.to_owned(), room.to_owned(), scope.to_owned());
         Ok(self.read.get(&key)?.unwrap_or(0))
+    }
+
+    /// No row of `row_scope` lies at or below this position: receipts
+    /// deleted those that existed, and [`Counts::stage_notification`]
+    /// refuses new ones there. Walks start above it, so they never step
+    /// over the deleted rows' tombstones.
+    fn floor(&self, user: &UserId, room: &RoomId, row_scope: &str) -> Result<u64> {
+        Ok(self.read_position(user, room, "")?.max(self.read_position(
+            user,
+            room,
+            read_scope_of(row_scope),
+        )?))
     }
 
     /// Stages a notification unless a receipt already covers `position`.
@@ -99,16 +144,11 @@ impl Counts {
         position: u64,
         notification: &Notification,
     ) -> Result<()> {
-        let thread_scope = notification
-            .thread
-            .as_ref()
-            .map_or("main".to_owned(), |t| t.to_string());
-        if self.read_position(user, room, "")? >= position
-            || self.read_position(user, room, &thread_scope)? >= position
-        {
+        let scope = row_scope(notification.thread.as_ref());
+        if self.floor(user, room, &scope)? >= position {
             return Ok(());
         }
-        let key = (user.to_owned(), room.to_owned(), position);
+        let key = (user.to_owned(), room.to_owned(), scope, position);
         batch.put(&self.rows, &key, notification)?;
         Ok(())
     }
@@ -129,19 +169,60 @@ impl Counts {
         if self.read_position(user, room, &scope)? >= position {
             return Ok(false);
         }
-        let key = (user.to_owned(), room.to_owned(), scope.clone());
-        batch.put(&self.read, &key, &position)?;
-        let prefix = (user.to_owned(), room.to_owned());
-        for row in self.rows.iter_prefix(&prefix) {
-            let (key, notification) = row?;
-            if key.2 > position {
-                break;
-            }
-            if covers(&scope, notification.thread.as_ref()) {
-                batch.delete(&self.rows, &key);
+        // The row scopes the receipt covers; an unthreaded one covers
+        // every thread too (found by walking them below).
+        let row_scopes: Vec<String> = match scope.as_str() {
+            "" | "main" => vec![String::new()],
+            root => vec![root.to_owned()],
+        };
+        for row_scope in &row_scopes {
+            self.delete_rows(batch, user, room, row_scope, position)?;
+        }
+        if scope.is_empty() {
+            let prefix = (user.to_owned(), room.to_owned());
+            for row in self.rows.iter_prefix(&prefix) {
+                let (key, _) = row?;
+                if key.2.is_empty() {
+                    break; // the main rows: done above
+                }
+                if key.3 <= position {
+                    batch.delete(&self.rows, &key);
+                }
             }
         }
+        let key = (user.to_owned(), room.to_owned(), scope);
+        batch.put(&self.read, &key, &position)?;
         Ok(true)
+    }
+
+    /// Stages the deletion of `row_scope`'s rows up to `position`.
+    fn delete_rows(
+        &self,
+        batch: &mut Batch,
+        user: &UserId,
+        room: &RoomId,
+        row_scope: &str,
+        position: u64,
+    ) -> Result<()> {
+        let floor = self.floor(user, room, row_scope)?;
+        let prefix = (user.to_owned(), room.to_owned(), row_scope.to_owned());
+        let start = (
+            prefix.0.clone(),
+            prefix.1.clone(),
+            prefix.2.clone(),
+            floor + 1,
+        );
+        for row in self
+            .rows
+            .iter_prefix_from(&prefix, Some(&start), Order::Ascending)
+        {
+            let (key, _) = row?;
+            if key.3 > position {
+                break;
+            }
+            batch.delete(&self.rows, &key);
+        }
+        Ok(())
     }
 
     /// The counts of `user` in `room` for notifications at or below `upto`.
@@ -154,18 +235,37 @@ impl Counts {
     ) -> Result<UnreadCounts> {
         let mut main = (0u64, 0u64);
         let mut threads: BTreeMap<OwnedEventId, (u64, u64)> = BTreeMap::new();
-        let prefix = (user.to_owned(), room.to_owned());
-        for row in self.rows.iter_prefix(&prefix) {
-            let ((_, _, position), notification) = row?;
-            if position > upto {
-                break;
-            }
-            let slot = match (&notification.thread, split_threads) {
-                (Some(root), true) => threads.entry(root.clone()).or_default(),
+        let mut add = |thread: Option<OwnedEventId>, notification: &Notification| {
+            let slot = match (thread, split_threads) {
+                (Some(root), true) => threads.entry(root).or_default(),
                 _ => &mut main,
             };
             slot.0 += 1;
             slot.1 += u64::from(notification.highlight);
+        };
+        // Threads first (they sort first), then the main timeline from its floor.
+        let prefix = (user.to_owned(), room.to_owned());
+        for row in self.rows.iter_prefix(&prefix) {
+            let ((_, _, scope, position), notification) = row?;
+            if scope.is_empty() {
+                break;
+            }
+            if position <= upto {
+                add(notification.thread.clone(), &notification);
+            }
+        }
+        let floor = self.floor(user, room, "")?;
+        let main_prefix = (user.to_owned(), room.to_owned(), String::new());
+        let start = (prefix.0, prefix.1, String::new(), floor + 1);
+        for row in self
+            .rows
+            .iter_prefix_from(&main_prefix, Some(&start), Order::Ascending)
+        {
+            let ((_, _, _, position), notification) = row?;
+            if position > upto {
+                break;
+            }
+            add(None, &notification);
         }
         let count = |(notifications, highlights): (u64, u64)| {
             let mut count = UnreadNotificationsCount::new();

@@ -10,6 +10,8 @@
 //! levels (`sender_notification_permission`, used by `.m.rule.is_room_mention`).
 //! They are read from the room's current state just after the event commits.
 
+use std::sync::Arc;
+
 use ruma::{
     events::{
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
@@ -24,7 +26,7 @@ use serde_json::Value;
 
 use crate::{
     error::{Error, Result},
-    rooms::{Membership, Pdu, Rooms},
+    rooms::{Membership, Pdu, Rooms, StateMap},
 };
 
 /// What the rules decided for one user.
@@ -80,6 +82,8 @@ pub fn thread_of(pdu: &Pdu) -> Option<OwnedEventId> {
 /// What every recipient of one event shares: the room's side of the
 /// [`PushConditionRoomCtx`] and the members to evaluate for.
 pub struct RoomContext {
+    /// The room's current state, read once for every recipient.
+    state: Arc<StateMap>,
     member_count: UInt,
     power_levels: Option<PushConditionPowerLevelsCtx>,
     /// Local joined members other than the sender.
@@ -100,10 +104,12 @@ impl RoomContext {
             .into_iter()
             .filter(|u| u != sender && u.server_name() == rooms.server_name())
             .collect();
+        let state = rooms.current_state_snapshot(room_id)?;
         Ok(RoomContext {
             member_count,
-            power_levels: power_levels(rooms, room_id)?,
+            power_levels: power_levels(rooms, room_id, &state)?,
             recipients,
+            state,
         })
     }
 
@@ -116,7 +122,7 @@ impl RoomContext {
         user: &UserId,
     ) -> Result<PushConditionRoomCtx> {
         let member =
-            rooms.current_state_event(room_id, &StateEventType::RoomMember, user.as_str())?;
+            rooms.state_event_of(&self.state, &StateEventType::RoomMember, user.as_str())?;
         let display_name = member
             .and_then(|pdu| serde_json::from_str::<Value>(pdu.content.get()).ok())
             .and_then(|content| content.get("displayname")?.as_str().map(str::to_owned))
@@ -137,7 +143,11 @@ impl RoomContext {
 
 /// The room's power levels as the push conditions see them; in v12+ rooms
 /// the creators outrank everyone (`RoomPowerLevels` handles that).
-fn power_levels(rooms: &Rooms, room_id: &RoomId) -> Result<Option<PushConditionPowerLevelsCtx>> {
+fn power_levels(
+    rooms: &Rooms,
+    room_id: &RoomId,
+    state: &StateMap,
+) -> Result<Option<PushConditionPowerLevelsCtx>> {
     let Some(info) = rooms.room_info(room_id)? else {
         return Ok(None);
     };
@@ -145,7 +155,7 @@ fn power_levels(rooms: &Rooms, room_id: &RoomId) -> Result<Option<PushConditionP
         return Ok(None);
     };
     let mut creators: Vec<OwnedUserId> = Vec::new();
-    if let Some(create) = rooms.current_state_event(room_id, &StateEventType::RoomCreate, "")? {
+    if let Some(create) = rooms.state_event_of(state, &StateEventType::RoomCreate, "")? {
         creators.push(create.sender.clone());
         if rules.authorization.additional_room_creators {
             #[derive(Deserialize)]
@@ -158,7 +168,7 @@ fn power_levels(rooms: &Rooms, room_id: &RoomId) -> Result<Option<PushConditionP
             }
         }
     }
-    let source = match rooms.current_state_event(room_id, &StateEventType::RoomPowerLevels, "")? {
+    let source = match rooms.state_event_of(state, &StateEventType::RoomPowerLevels, "")? {
         Some(event) => {
             match serde_json::from_str::<RoomPowerLevelsEventContent>(event.content.get()) {
                 Ok(content) => RoomPowerLevelsSource::Original(content),

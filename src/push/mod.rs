@@ -24,8 +24,8 @@
 //!   receipts ([`Push::mark_read`]); `/sync` counts the rows
 //!   ([`unread_counts`]).
 //!
-//! Tables (key → value): `userroompos_notification` (user, room, stream
-//! position) → notification; `userroomthread_pushreadpos` (user, room, read
+//! Tables (key → value): `userroomscopepos_notification` (user, room,
+//! scope, stream position) → notification; `userroomthread_pushreadpos` (user, room, read
 //! scope) → newest receipt position.
 //!
 //! Not implemented: pushers (`/pushers`), sending to a push gateway,
@@ -80,14 +80,16 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(storage: Arc<Storage>) -> Arc<Push> {
-        Arc::new(Push {
+    /// Opens the push domain (moving rows of an older table layout first).
+    pub fn new(storage: Arc<Storage>) -> Result<Arc<Push>> {
+        Counts::migrate_legacy(&storage)?;
+        Ok(Arc::new(Push {
             account_data: storage.table(Cf::UserIdTypeAccountData),
             cache: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
             counts: Counts::new(&storage),
             storage,
-        })
+        }))
     }
 
     /// Makes `rooms` hand every committed local event to this service.
@@ -231,7 +233,11 @@ impl Push {
                 }
             }
         }
-        self.storage.commit(batch).await?;
+        // Not awaited to durability: the counts are derived from the event
+        // (which is durable) and ride the next sync of the log; a power
+        // loss in between costs counts, never an event. A killed process
+        // loses nothing applied.
+        drop(self.storage.apply(batch).await?);
         Ok(())
     }
 }

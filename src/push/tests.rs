@@ -289,3 +289,81 @@ async fn receipts_reset_counts_up_to_their_position_and_scope() {
         .unwrap();
     assert!(batch.is_empty());
 }
+
+#[tokio::test]
+async fn thread_rows_below_the_main_receipt_still_count_until_read() {
+    let (_dir, storage, counts) = counts();
+    let (user, room) = (bob(), room());
+    let root = owned_event_id!("$root:example.org");
+    let stage = |position: u64, thread: Option<ruma::OwnedEventId>| {
+        let mut batch = storage.batch();
+        let notification = Notification {
+            highlight: false,
+            thread,
+        };
+        counts
+            .stage_notification(&mut batch, &user, &room, position, &notification)
+            .unwrap();
+        batch
+    };
+    // A sender's pattern: notifications interleaved with the user's own
+    // main-timeline events (implicit receipts), one thread row early on.
+    storage.commit(stage(1, Some(root.clone()))).await.unwrap();
+    for position in 2..200u64 {
+        let batch = if position % 3 == 0 {
+            let mut batch = storage.batch();
+            counts
+                .stage_read(&mut batch, &user, &room, &ReceiptThread::Main, position)
+                .unwrap();
+            batch
+        } else {
+            stage(position, None)
+        };
+        storage.commit(batch).await.unwrap();
+        if position == 150 {
+            // Refused: the main receipt at 150 covers it.
+            assert!(stage(149, None).is_empty());
+        }
+    }
+    // Main rows after the last receipt (198): 199. The thread row stays.
+    let split = counts.unread(&user, &room, u64::MAX, true).unwrap();
+    assert_eq!(numbers(&split.room), (1, 0));
+    assert_eq!(numbers(&split.threads[&root]), (1, 0));
+    let all = counts.unread(&user, &room, u64::MAX, false).unwrap();
+    assert_eq!(numbers(&all.room), (2, 0));
+
+    let mut batch = storage.batch();
+    counts
+        .stage_read(&mut batch, &user, &room, &ReceiptThread::Unthreaded, 199)
+        .unwrap();
+    storage.commit(batch).await.unwrap();
+    let all = counts.unread(&user, &room, u64::MAX, true).unwrap();
+    assert_eq!(numbers(&all.room), (0, 0));
+    assert!(all.threads.is_empty());
+}
+
+#[tokio::test]
+async fn rows_of_the_legacy_layout_are_moved_at_start() {
+    let (_dir, storage, _) = counts();
+    let legacy: crate::storage::Table<(OwnedUserId, OwnedRoomId, u64), Notification> =
+        storage.table(crate::storage::Cf::UserRoomPosNotificationLegacy);
+    let root = owned_event_id!("$root:example.org");
+    let mut batch = storage.batch();
+    for (position, thread) in [(3, None), (4, Some(root.clone()))] {
+        let notification = Notification {
+            highlight: true,
+            thread,
+        };
+        batch
+            .put(&legacy, &(bob(), room(), position), &notification)
+            .unwrap();
+    }
+    storage.commit(batch).await.unwrap();
+
+    Counts::migrate_legacy(&storage).unwrap();
+    assert_eq!(legacy.iter().count(), 0);
+    let counts = Counts::new(&storage);
+    let split = counts.unread(&bob(), &room(), u64::MAX, true).unwrap();
+    assert_eq!(numbers(&split.room), (1, 1));
+    assert_eq!(numbers(&split.threads[&root]), (1, 1));
+}

@@ -95,7 +95,7 @@ impl Rooms {
         let content = raw(&Value::Object(content))?;
         let mut origin_server_ts = MilliSecondsSinceUnixEpoch::now();
         let mut attempts = 0;
-        let (create, room_id, _guard) = loop {
+        let (create, room_id, guard) = loop {
             let room_id_hint = (!rules.authorization.room_create_event_id_as_room_id)
                 .then(|| RoomId::new_v1(&self.server_name));
             let create_json = pdu::build_unsigned_pdu(pdu::UnsignedPdu {
@@ -143,14 +143,18 @@ impl Rooms {
             None,
             &StateMap::new(),
         )?;
-        self.storage.commit(batch).await?;
+        // Each event is built on the previous one once that is applied; one
+        // sync at the end makes them all durable.
+        let mut durable = self.storage.apply(batch).await?;
         in_flight.changed(Some(room_id.clone()), vec![creator.to_owned()]);
 
         for event in self.initial_events(creator, &request, &version)? {
             let mut batch = self.storage.batch();
             self.append_local(&mut batch, &room_id, &info, creator, event)?;
-            self.storage.commit(batch).await?;
+            durable = self.storage.apply(batch).await?;
         }
+        drop(guard);
+        durable.wait().await?;
         in_flight.changed(Some(room_id.clone()), request.invite.clone());
         in_flight.done();
         tracing::info!(%room_id, %creator, %version, "room created");

@@ -138,8 +138,11 @@ impl Rooms {
             next += 1;
             added += 1;
         }
-        self.storage.commit(batch).await?;
-        drop(guard);
+        self.storage
+            .apply_holding(batch, guard)
+            .await?
+            .wait()
+            .await?;
         Ok(added)
     }
 }

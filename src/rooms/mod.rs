@@ -4,7 +4,10 @@
 //! Every new event goes through [`Rooms::append_local`]: build the PDU from the
 //! room's current state and forward extremities, sign it, check it against the
 //! room version's auth rules, then persist event, state delta, timeline entry,
-//! extremities and membership indexes in ONE durable batch.
+//! extremities and membership indexes in ONE atomic batch. The room's lock
+//! is held until that batch is applied (visible), not until it is synced:
+//! the room's next event is built while the fsync runs, and shares it
+//! (`storage::writer`); answers still wait for durability.
 //!
 //! Tables owned here (key → value):
 //! - `eventid_pdu`: event id → the signed PDU
@@ -77,7 +80,7 @@ pub use self::{
     pdu::Pdu,
     read::{make_token, parse_token, Page},
     relations::{RelationsPage, RelationsQuery, ThreadsPage},
-    remote::Outcome,
+    remote::{Applied, Outcome},
     state::StateMap,
     timeline::Direction,
     upgrade::Upgrade,
@@ -451,6 +454,10 @@ impl Rooms {
         });
         if let Some(key) = &txn_key {
             if let Some(event_id) = self.txns.get(key)? {
+                drop(guard);
+                // The first send of this transaction may still be syncing:
+                // answer only once its event is durable.
+                self.storage.sync_barrier().await?;
                 return Ok(event_id);
             }
         }
@@ -463,11 +470,13 @@ impl Rooms {
             batch.put(&self.txns, key, &pdu.event_id)?;
         }
         let queued = self.queue_for_servers(&mut batch, &pdu)?;
-        self.storage.commit(batch).await?;
+        // The room's next event may be built on this one as soon as it is
+        // visible; the answer waits until it is durable.
+        let durable = self.storage.apply_holding(batch, guard).await?;
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.pdu_cache.invalidate();
         }
-        drop(guard);
+        durable.wait().await?;
         if let Some(sending) = self.sending.get() {
             sending.wake(queued);
         }

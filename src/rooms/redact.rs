@@ -175,7 +175,7 @@ fn content_redacts(content: &serde_json::value::RawValue) -> Option<OwnedEventId
 /// `target` after the room version's redaction algorithm, with
 /// `unsigned.redacted_because` set to `redaction` as clients see it.
 fn redacted(rules: &RoomVersionRules, target: &Pdu, redaction: &Pdu) -> Result<Pdu> {
-    let json = feathur_federation::redact_pdu(target.json.clone(), rules)
+    let json = feathur_federation::redact_pdu((*target.json).clone(), rules)
         .map_err(|e| Error::internal(format!("redacting {} failed: {e}", target.event_id)))?;
     let mut pdu = Pdu::from_json(target.event_id.clone(), &target.room_id, json)
         .map_err(|e| Error::internal(format!("redacted event unreadable: {e}")))?;

@@ -27,8 +27,11 @@ use ruma::{
     EventId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
 };
 
-use super::{auth, Membership, Pdu, RoomInfo, Rooms, StateMap};
-use crate::error::{Error, Result};
+use super::{auth, stream::InFlight, Membership, Pdu, RoomInfo, Rooms, StateMap};
+use crate::{
+    error::{Error, Result},
+    storage::Durable,
+};
 
 /// What became of a received event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,35 @@ pub enum Outcome {
     SoftFailed(String),
     /// Failed its auth rules: kept apart, never used.
     Rejected(String),
+}
+
+/// What [`Rooms::accept_remote_applied`] wrote: visible, perhaps not yet
+/// durable. Pass it to [`Rooms::finish`] before acknowledging the event;
+/// dropped unfinished, the event still commits, but its hooks do not run.
+#[must_use = "finish it before answering"]
+pub struct Applied {
+    durable: Option<Durable>,
+    /// The event, if it entered the timeline (for the event hooks).
+    accepted: Option<Pdu>,
+    in_flight: Option<InFlight>,
+}
+
+impl Applied {
+    fn nothing() -> Applied {
+        Applied {
+            durable: None,
+            accepted: None,
+            in_flight: None,
+        }
+    }
+
+    fn stored(durable: Durable, in_flight: InFlight) -> Applied {
+        Applied {
+            durable: Some(durable),
+            accepted: None,
+            in_flight: Some(in_flight),
+        }
+    }
 }
 
 impl Rooms {
@@ -167,13 +199,28 @@ impl Rooms {
         pdu: Pdu,
         state_before: Option<Vec<OwnedEventId>>,
     ) -> Result<Outcome> {
+        let (outcome, applied) = self.accept_remote_applied(pdu, state_before).await?;
+        self.finish(applied).await?;
+        Ok(outcome)
+    }
+
+    /// [`Rooms::accept_remote`] up to the point where the outcome is
+    /// applied (visible to the room's next event) but perhaps not durable:
+    /// a transaction's events are checked one after another without an
+    /// fsync each, and [`Rooms::finish`]ed before the transaction is
+    /// answered.
+    pub async fn accept_remote_applied(
+        &self,
+        pdu: Pdu,
+        state_before: Option<Vec<OwnedEventId>>,
+    ) -> Result<(Outcome, Applied)> {
         let room_id = pdu.room_id.clone();
         let guard = self.lock_room(&room_id).await;
         if let Some(reason) = self.rejection(&pdu.event_id)? {
-            return Ok(Outcome::Rejected(reason));
+            return Ok((Outcome::Rejected(reason), Applied::nothing()));
         }
         if self.has_state_at(&pdu.event_id)? {
-            return Ok(Outcome::AlreadyKnown);
+            return Ok((Outcome::AlreadyKnown, Applied::nothing()));
         }
         let Some(info) = self.room_info(&room_id)? else {
             return Err(Error::not_found("This server is not in the room"));
@@ -196,9 +243,8 @@ impl Rooms {
             ));
         }
         if let Err(reason) = self.check_against_auth_events(&rules, &pdu) {
-            return self
-                .reject(batch, &pdu, format!("against its auth events: {reason}"))
-                .await;
+            let reason = format!("against its auth events: {reason}");
+            return self.reject(batch, guard, in_flight, &pdu, reason).await;
         }
 
         // 5. The state before the event.
@@ -218,13 +264,8 @@ impl Rooms {
         if let Err(reason) = auth::check_against_state(&rules, &pdu, |kind, key| {
             self.state_event_in(&before, kind, key).ok().flatten()
         }) {
-            return self
-                .reject(
-                    batch,
-                    &pdu,
-                    format!("against the state before it: {reason}"),
-                )
-                .await;
+            let reason = format!("against the state before it: {reason}");
+            return self.reject(batch, guard, in_flight, &pdu, reason).await;
         }
         let current_snapshot = self.state.room_current(shortroomid)?;
         // Stored as a delta from the current state, which it usually equals
@@ -250,12 +291,10 @@ impl Rooms {
         if let Err(reason) = auth::check_against_state(&rules, &pdu, |kind, key| {
             self.state_event_in(&current, kind, key).ok().flatten()
         }) {
-            self.storage.commit(batch).await?;
-            drop(guard);
+            let durable = self.storage.apply_holding(batch, guard).await?;
             tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed a received event");
-            return Ok(Outcome::SoftFailed(format!(
-                "against the current state: {reason}"
-            )));
+            let outcome = Outcome::SoftFailed(format!("against the current state: {reason}"));
+            return Ok((outcome, Applied::stored(durable, in_flight)));
         }
 
         // Accepted: timeline, extremities, current state.
@@ -293,31 +332,52 @@ impl Rooms {
             &[(staged_key, shorteventid, &pdu)],
         )?;
         batch.put(&self.extremities, &room_id, &extremities)?;
-        self.storage.commit(batch).await?;
+        let durable = self.storage.apply_holding(batch, guard).await?;
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.pdu_cache.invalidate();
         }
-        drop(guard);
-
-        let hooks = self.event_hooks.read().clone();
-        for hook in hooks {
-            hook.committed(self, &pdu).await;
-        }
         in_flight.changed(Some(room_id), changed);
-        in_flight.done();
-        Ok(Outcome::Accepted)
+        let applied = Applied {
+            durable: Some(durable),
+            accepted: Some(pdu),
+            in_flight: Some(in_flight),
+        };
+        Ok((Outcome::Accepted, applied))
+    }
+
+    /// Waits until an [`Applied`] outcome is durable, then tells the event
+    /// hooks of an accepted event and lets `/sync` see it.
+    pub async fn finish(&self, applied: Applied) -> Result<()> {
+        if let Some(durable) = applied.durable {
+            durable.wait().await?;
+        }
+        if let Some(pdu) = &applied.accepted {
+            let hooks = self.event_hooks.read().clone();
+            for hook in hooks {
+                hook.committed(self, pdu).await;
+            }
+        }
+        if let Some(in_flight) = applied.in_flight {
+            in_flight.done();
+        }
+        Ok(())
     }
 
     async fn reject(
         &self,
         mut batch: crate::storage::Batch,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        in_flight: InFlight,
         pdu: &Pdu,
         reason: String,
-    ) -> Result<Outcome> {
+    ) -> Result<(Outcome, Applied)> {
         tracing::info!(event_id = %pdu.event_id, %reason, "rejected a received event");
         batch.put(&self.rejected, &pdu.event_id, &reason)?;
-        self.storage.commit(batch).await?;
-        Ok(Outcome::Rejected(reason))
+        let durable = self.storage.apply_holding(batch, guard).await?;
+        Ok((
+            Outcome::Rejected(reason),
+            Applied::stored(durable, in_flight),
+        ))
     }
 
     /// Short-id state of stored events (outliers included), interning
@@ -509,8 +569,11 @@ impl Rooms {
             }
         }
         batch.put(&self.extremities, &room_id, &vec![join.event_id.clone()])?;
-        self.storage.commit(batch).await?;
-        drop(guard);
+        self.storage
+            .apply_holding(batch, guard)
+            .await?
+            .wait()
+            .await?;
         let hooks = self.event_hooks.read().clone();
         for hook in hooks {
             hook.committed(self, &join).await;
@@ -582,8 +645,11 @@ impl Rooms {
             &new,
             &[(key, shorteventid, &pdu)],
         )?;
-        self.storage.commit(batch).await?;
-        drop(guard);
+        self.storage
+            .apply_holding(batch, guard)
+            .await?
+            .wait()
+            .await?;
         in_flight.changed(Some(room_id), changed);
         in_flight.done();
         Ok(())

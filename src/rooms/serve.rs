@@ -268,15 +268,16 @@ impl Rooms {
         let mut out = Vec::with_capacity(pdus.len());
         for pdu in pdus {
             if self.server_can_see(server, &pdu)? {
-                out.push(pdu.json);
+                out.push(std::sync::Arc::unwrap_or_clone(pdu.json));
                 continue;
             }
             let Some(info) = self.room_info(&pdu.room_id)? else {
                 continue;
             };
             let rules = Self::rules(&info.version)?;
-            let redacted = feathur_federation::redact_pdu(pdu.json, &rules)
-                .map_err(|e| Error::internal(format!("redacting an event failed: {e}")))?;
+            let redacted =
+                feathur_federation::redact_pdu(std::sync::Arc::unwrap_or_clone(pdu.json), &rules)
+                    .map_err(|e| Error::internal(format!("redacting an event failed: {e}")))?;
             out.push(redacted);
         }
         Ok(out)

@@ -122,6 +122,29 @@ impl Rooms {
         }
     }
 
+    /// The room's current state as short ids (empty for an unknown room),
+    /// for callers that look up several of its events
+    /// ([`Rooms::state_event_of`]).
+    pub fn current_state_snapshot(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        let Some(shortroomid) = self.ids.room(room_id)? else {
+            return Ok(Arc::default());
+        };
+        match self.state.room_current(shortroomid)? {
+            Some(snapshot) => Ok(self.state.load(snapshot)?),
+            None => Ok(Arc::default()),
+        }
+    }
+
+    /// The event at (type, state key) in a snapshot, if any.
+    pub fn state_event_of(
+        &self,
+        snapshot: &StateMap,
+        event_type: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        self.state_event_in(snapshot, event_type, state_key)
+    }
+
     /// The room state just before `pdu`, as short ids.
     pub fn state_snapshot_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
         self.state_before(pdu)

@@ -147,9 +147,13 @@ catalog! {
     /// (room id, stream position) → (user id, slot): a room's receipt
     /// changes in stream order, for incremental `/sync` (`receipts`).
     RoomIdPosReceipt => "roomidpos_receipt", Scan;
-    /// (user id, room id, stream position) → unread notification (highlight,
-    /// thread): one row per notifying event until a receipt covers it (`push`).
-    UserRoomPosNotification => "userroompos_notification", Scan;
+    /// Legacy layout of `userroomscopepos_notification`, without the scope:
+    /// emptied into it at start-up (`push`).
+    UserRoomPosNotificationLegacy => "userroompos_notification", Scan;
+    /// (user id, room id, "" | thread root, stream position) → unread
+    /// notification (highlight, thread): one row per notifying event until
+    /// a receipt covers it (`push`).
+    UserRoomScopePosNotification => "userroomscopepos_notification", Scan;
     /// (user id, room id, "" | "main" | thread root) → newest read receipt
     /// position in that scope, as applied to the counts (`push`).
     UserRoomThreadPushReadPos => "userroomthread_pushreadpos", Point;

@@ -65,6 +65,10 @@ pub enum StorageError {
     #[error("the database writer has stopped")]
     WriterGone,
 
+    /// A WAL sync failed earlier: writes are refused until a restart.
+    #[error("the database refuses writes after a failed sync; restart the server")]
+    WriterPoisoned,
+
     #[error("database error: {0}")]
     Rocks(#[from] rocksdb::Error),
 

@@ -27,7 +27,7 @@ pub use catalog::{Access, Cf};
 pub use codec::{KeyCodec, KeyPart, KeyPrefix};
 pub use error::{CodecError, StorageError};
 pub use table::{Batch, Iter, Table};
-pub use writer::WriteStats;
+pub use writer::{Durable, WriteStats};
 
 use catalog::{db_options, BLOCK_CACHE_BYTES};
 use writer::Writer;
@@ -130,10 +130,41 @@ impl Storage {
     /// Commits `batch` atomically; returns once it is in a synced WAL write.
     /// Does not block the runtime. An empty batch is a no-op.
     pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        self.apply(batch).await?.wait().await
+    }
+
+    /// First half of [`commit`](Storage::commit): returns once `batch` is
+    /// applied (visible to reads, in the OS's cache, not yet synced), with
+    /// the [`Durable`] to await before acknowledging the write to anyone.
+    /// Lets a writer release its lock before the fsync (see `writer`).
+    pub async fn apply(&self, batch: Batch) -> Result<Durable, StorageError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Durable::ready());
         }
-        self.writer()?.commit(batch).await
+        self.writer()?.apply(batch, None).await
+    }
+
+    /// [`apply`](Storage::apply), keeping `guard` (a lock the batch was
+    /// built under) until the batch is visible: the next holder of the lock
+    /// reads what this batch wrote even if this caller's future is dropped
+    /// while the batch is queued.
+    pub async fn apply_holding<G: Send + 'static>(
+        &self,
+        batch: Batch,
+        guard: G,
+    ) -> Result<Durable, StorageError> {
+        if batch.is_empty() {
+            drop(guard);
+            return Ok(Durable::ready());
+        }
+        self.writer()?.apply(batch, Some(Box::new(guard))).await
+    }
+
+    /// Waits until every batch applied so far is durable: for answers built
+    /// on what others applied (a repeated transaction id finds the event of
+    /// a send that is still syncing).
+    pub async fn sync_barrier(&self) -> Result<(), StorageError> {
+        self.writer()?.sync_barrier().await
     }
 
     /// [`commit`](Storage::commit) for synchronous code (the CLI). Blocks the

@@ -50,7 +50,7 @@ pub async fn event(
     Ok(get_event::v1::Response::new(
         state.rooms.server_name().clone(),
         MilliSecondsSinceUnixEpoch::now(),
-        raw(&pdu.json)?,
+        raw(&*pdu.json)?,
     ))
 }
 
@@ -67,9 +67,9 @@ pub async fn state(
     Ok(get_room_state::v1::Response::new(
         auth_chain
             .iter()
-            .map(|p| raw(&p.json))
+            .map(|p| raw(&*p.json))
             .collect::<Result<_>>()?,
-        pdus.iter().map(|p| raw(&p.json)).collect::<Result<_>>()?,
+        pdus.iter().map(|p| raw(&*p.json)).collect::<Result<_>>()?,
     ))
 }
 
@@ -106,7 +106,7 @@ pub async fn event_auth(
     }
     let chain = state.rooms.auth_chain_pdus([pdu.event_id])?;
     Ok(get_event_authorization::v1::Response::new(
-        chain.iter().map(|p| raw(&p.json)).collect::<Result<_>>()?,
+        chain.iter().map(|p| raw(&*p.json)).collect::<Result<_>>()?,
     ))
 }
 

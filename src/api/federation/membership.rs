@@ -126,7 +126,7 @@ pub async fn send_knock(
         .rooms
         .stripped_state_pdus(&body.room_id)?
         .iter()
-        .map(|p| raw(&p.json).map(ruma::api::federation::membership::RawStrippedState::Pdu))
+        .map(|p| raw(&*p.json).map(ruma::api::federation::membership::RawStrippedState::Pdu))
         .collect::<Result<_>>()?;
     Ok(create_knock_event::v1::Response::new(stripped))
 }
@@ -217,15 +217,15 @@ pub async fn send_join(
         })
         .is_some()
     {
-        answer.event = Some(raw(&join.json)?);
+        answer.event = Some(raw(&*join.json)?);
     }
     answer.state = room_state
         .iter()
-        .map(|p| raw(&p.json))
+        .map(|p| raw(&*p.json))
         .collect::<Result<_>>()?;
     answer.auth_chain = auth_chain
         .iter()
-        .map(|p| raw(&p.json))
+        .map(|p| raw(&*p.json))
         .collect::<Result<_>>()?;
     answer.servers_in_room = Some(
         state
@@ -323,5 +323,5 @@ pub async fn invite(
         .rooms
         .record_outside_membership(&body.room_version, signed.clone(), Some(stripped))
         .await?;
-    Ok(create_invite::v2::Response::new(raw(&signed.json)?))
+    Ok(create_invite::v2::Response::new(raw(&*signed.json)?))
 }

@@ -41,8 +41,9 @@ pub struct Pdu {
     /// it would let it forge e.g. `redacted_because`.
     pub unsigned: Option<Map<String, Value>>,
     /// The full signed PDU as stored and sent over federation (no `event_id`
-    /// in v3+ rooms; no `room_id` for a v12 create event).
-    pub json: CanonicalJsonObject,
+    /// in v3+ rooms; no `room_id` for a v12 create event). Shared: a
+    /// cached event is cloned on every read, and this is its bulk.
+    pub json: std::sync::Arc<CanonicalJsonObject>,
 }
 
 /// Why a PDU's JSON could not be read as a [`Pdu`].
@@ -81,8 +82,9 @@ impl Pdu {
     pub fn from_json(
         event_id: OwnedEventId,
         room_id: &RoomId,
-        json: CanonicalJsonObject,
+        json: impl Into<std::sync::Arc<CanonicalJsonObject>>,
     ) -> Result<Pdu, PduParseError> {
+        let json: std::sync::Arc<CanonicalJsonObject> = json.into();
         let kind = TimelineEventType::from(required_str(&json, "type")?);
         match json.get("room_id") {
             Some(CanonicalJsonValue::String(found)) if found == room_id.as_str() => {}

@@ -144,7 +144,7 @@ fn redacts_follows_room_version() {
     assert!(!v11.json.contains_key("redacts") && v11.redacts.as_ref() == Some(&target));
     let event = v11.to_client_event();
     assert!(event["content"]["redacts"] == "$target" && event["redacts"] == "$target");
-    let mut json = v11.json.clone();
+    let mut json = (*v11.json).clone();
     json.insert("redacts".into(), "$other".into());
     assert!(Pdu::from_json(v11.event_id.clone(), &room, json).is_err());
 }
@@ -175,7 +175,7 @@ fn malformed_json_is_an_error_not_a_panic() {
         ("state_key", Some(int!(1).into())),
     ];
     for (field, value) in bad {
-        let mut json = pdu.json.clone();
+        let mut json = (*pdu.json).clone();
         match value {
             Some(value) => json.insert(field.into(), value),
             None => json.remove(field),
