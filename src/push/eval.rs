@@ -10,16 +10,14 @@
 //! levels (`sender_notification_permission`, used by `.m.rule.is_room_mention`).
 //! They are read from the room's current state just after the event commits.
 
-use std::sync::Arc;
-
 use ruma::{
     events::{
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
         StateEventType,
     },
-    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     serde::Raw,
-    OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
+    OwnedEventId, OwnedUserId, RoomId, UInt,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,11 +43,30 @@ pub async fn evaluate(
     event: &Raw<Value>,
     context: &PushConditionRoomCtx,
 ) -> Outcome {
-    let actions = ruleset.get_actions(event, context).await;
-    Outcome {
-        notify: actions.iter().any(Action::should_notify),
-        highlight: actions.iter().any(Action::is_highlight),
+    evaluate_flattened(ruleset, &FlattenedJson::from_raw(event), context).await
+}
+
+/// [`evaluate`] on an event flattened once for all its recipients (what
+/// ruma's `Ruleset::get_actions` would flatten again for each): the first
+/// rule that applies, in the spec's order, gives the actions.
+pub async fn evaluate_flattened(
+    ruleset: &Ruleset,
+    event: &FlattenedJson,
+    context: &PushConditionRoomCtx,
+) -> Outcome {
+    if event.get_str("sender") == Some(context.user_id.as_str()) {
+        return Outcome::default();
     }
+    for rule in ruleset {
+        if rule.applies(event, context).await {
+            let actions = rule.actions();
+            return Outcome {
+                notify: actions.iter().any(Action::should_notify),
+                highlight: actions.iter().any(Action::is_highlight),
+            };
+        }
+    }
+    Outcome::default()
 }
 
 /// The client-format JSON of `pdu` as the rules see it.
@@ -79,20 +96,25 @@ pub fn thread_of(pdu: &Pdu) -> Option<OwnedEventId> {
         .flatten()
 }
 
-/// What every recipient of one event shares: the room's side of the
-/// [`PushConditionRoomCtx`] and the members to evaluate for.
+/// The push condition context of every local joined member of a room, as
+/// of one state snapshot: member count, display names and power levels
+/// only change with the state, so a room's context is built once per state
+/// and reused for every event until the state changes (`Push` caches it).
 pub struct RoomContext {
-    /// The room's current state, read once for every recipient.
-    state: Arc<StateMap>,
-    member_count: UInt,
-    power_levels: Option<PushConditionPowerLevelsCtx>,
-    /// Local joined members other than the sender.
-    pub recipients: Vec<OwnedUserId>,
+    /// The snapshot it was built from.
+    pub snapshot: u64,
+    /// Local joined members, with their context (display name in the room,
+    /// their localpart when they have none).
+    pub members: Vec<(OwnedUserId, PushConditionRoomCtx)>,
 }
 
 impl RoomContext {
-    /// Reads the room's current members and power levels.
-    pub fn load(rooms: &Rooms, room_id: &RoomId, sender: &UserId) -> Result<RoomContext> {
+    /// Builds the context from the room's current state; `None` for a room
+    /// without state.
+    pub fn load(rooms: &Rooms, room_id: &RoomId) -> Result<Option<RoomContext>> {
+        let Some((snapshot, state)) = rooms.current_state_snapshot_with_id(room_id)? else {
+            return Ok(None);
+        };
         let joined: Vec<OwnedUserId> = rooms
             .members(room_id)?
             .into_iter()
@@ -100,44 +122,32 @@ impl RoomContext {
             .map(|(user, _)| user)
             .collect();
         let member_count = UInt::new_saturating(joined.len() as u64);
-        let recipients = joined
+        let power_levels = power_levels(rooms, room_id, &state)?;
+        let mut members = Vec::new();
+        for user in joined
             .into_iter()
-            .filter(|u| u != sender && u.server_name() == rooms.server_name())
-            .collect();
-        let state = rooms.current_state_snapshot(room_id)?;
-        Ok(RoomContext {
-            member_count,
-            power_levels: power_levels(rooms, room_id, &state)?,
-            recipients,
-            state,
-        })
-    }
-
-    /// The full context for `user`, with their display name in the room
-    /// (their localpart when they have none).
-    pub fn for_user(
-        &self,
-        rooms: &Rooms,
-        room_id: &RoomId,
-        user: &UserId,
-    ) -> Result<PushConditionRoomCtx> {
-        let member =
-            rooms.state_event_of(&self.state, &StateEventType::RoomMember, user.as_str())?;
-        let display_name = member
-            .and_then(|pdu| serde_json::from_str::<Value>(pdu.content.get()).ok())
-            .and_then(|content| content.get("displayname")?.as_str().map(str::to_owned))
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| user.localpart().to_owned());
-        let context = PushConditionRoomCtx::new(
-            room_id.to_owned(),
-            self.member_count,
-            user.to_owned(),
-            display_name,
-        );
-        Ok(match &self.power_levels {
-            Some(power_levels) => context.with_power_levels(power_levels.clone()),
-            None => context,
-        })
+            .filter(|u| u.server_name() == rooms.server_name())
+        {
+            let member =
+                rooms.state_event_of(&state, &StateEventType::RoomMember, user.as_str())?;
+            let display_name = member
+                .and_then(|pdu| serde_json::from_str::<Value>(pdu.content.get()).ok())
+                .and_then(|content| content.get("displayname")?.as_str().map(str::to_owned))
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| user.localpart().to_owned());
+            let context = PushConditionRoomCtx::new(
+                room_id.to_owned(),
+                member_count,
+                user.clone(),
+                display_name,
+            );
+            let context = match &power_levels {
+                Some(power_levels) => context.with_power_levels(power_levels.clone()),
+                None => context,
+            };
+            members.push((user, context));
+        }
+        Ok(Some(RoomContext { snapshot, members }))
     }
 }
 

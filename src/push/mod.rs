@@ -42,13 +42,17 @@ mod tests;
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use parking_lot::Mutex;
-use ruma::{events::receipt::ReceiptThread, push::Ruleset, OwnedUserId, RoomId, UserId};
+use ruma::{
+    events::receipt::ReceiptThread,
+    push::{FlattenedJson, Ruleset},
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use self::{
     counts::{Counts, Notification},
-    eval::{evaluate, event_json, thread_of, RoomContext},
+    eval::{evaluate_flattened, event_json, thread_of, RoomContext},
 };
 use crate::{
     accounts::Accounts,
@@ -58,6 +62,9 @@ use crate::{
 };
 
 pub use self::counts::UnreadCounts;
+
+/// Room contexts kept at most; the cache starts afresh when full.
+const MAX_CACHED_ROOM_CONTEXTS: usize = 1024;
 
 /// The account data type holding a user's push rules.
 pub const PUSH_RULES_TYPE: &str = "m.push_rules";
@@ -74,6 +81,8 @@ pub struct Push {
     /// The accounts' global account data table, read-only here.
     account_data: Table<(OwnedUserId, String), Value>,
     cache: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    /// Rooms' push contexts, each valid for one state snapshot.
+    contexts: Mutex<HashMap<OwnedRoomId, Arc<RoomContext>>>,
     /// One rule change at a time: read-modify-write of the whole rule set.
     write_lock: tokio::sync::Mutex<()>,
     counts: Counts,
@@ -86,6 +95,7 @@ impl Push {
         Ok(Arc::new(Push {
             account_data: storage.table(Cf::UserIdTypeAccountData),
             cache: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
             counts: Counts::new(&storage),
             storage,
@@ -195,6 +205,29 @@ impl Push {
         self.counts.unread(user, room, upto, split_threads)
     }
 
+    /// The room's push context for its current state, built when the state
+    /// changed since the cached one. Read just after the event commits: an
+    /// event of the same instant may already have moved the state (a member
+    /// joining), which the counts of this event then reflect.
+    fn room_context(&self, rooms: &Rooms, room_id: &RoomId) -> Result<Option<Arc<RoomContext>>> {
+        let current = rooms.current_state_id(room_id)?;
+        if let Some(cached) = self.contexts.lock().get(room_id) {
+            if Some(cached.snapshot) == current {
+                return Ok(Some(cached.clone()));
+            }
+        }
+        let Some(context) = RoomContext::load(rooms, room_id)? else {
+            return Ok(None);
+        };
+        let context = Arc::new(context);
+        let mut contexts = self.contexts.lock();
+        if contexts.len() >= MAX_CACHED_ROOM_CONTEXTS {
+            contexts.clear();
+        }
+        contexts.insert(room_id.to_owned(), context.clone());
+        Ok(Some(context))
+    }
+
     /// Evaluates a committed local event for the room's local members.
     async fn on_event(&self, rooms: &Rooms, pdu: &Pdu) -> Result<()> {
         let Some(position) = rooms.position_of(&pdu.event_id)? else {
@@ -211,13 +244,17 @@ impl Push {
             self.counts
                 .stage_read(&mut batch, &pdu.sender, room_id, &scope, position)?;
         }
-        let room = RoomContext::load(rooms, room_id, &pdu.sender)?;
-        if !room.recipients.is_empty() {
-            let event = event_json(pdu)?;
-            for user in &room.recipients {
+        let room = self.room_context(rooms, room_id)?;
+        let recipients: Vec<_> = room
+            .iter()
+            .flat_map(|room| &room.members)
+            .filter(|(user, _)| *user != pdu.sender)
+            .collect();
+        if !recipients.is_empty() {
+            let event = FlattenedJson::from_raw(&event_json(pdu)?);
+            for (user, context) in recipients {
                 let ruleset = self.ruleset(user)?;
-                let context = room.for_user(rooms, room_id, user)?;
-                let outcome = evaluate(&ruleset, &event, &context).await;
+                let outcome = evaluate_flattened(&ruleset, &event, context).await;
                 if outcome.notify {
                     let notification = Notification {
                         highlight: outcome.highlight,

@@ -126,13 +126,30 @@ impl Rooms {
     /// for callers that look up several of its events
     /// ([`Rooms::state_event_of`]).
     pub fn current_state_snapshot(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        Ok(self
+            .current_state_snapshot_with_id(room_id)?
+            .map(|(_, state)| state)
+            .unwrap_or_default())
+    }
+
+    /// The id of the room's current state snapshot: equal ids, equal states.
+    pub fn current_state_id(&self, room_id: &RoomId) -> Result<Option<u64>> {
         let Some(shortroomid) = self.ids.room(room_id)? else {
-            return Ok(Arc::default());
+            return Ok(None);
         };
-        match self.state.room_current(shortroomid)? {
-            Some(snapshot) => Ok(self.state.load(snapshot)?),
-            None => Ok(Arc::default()),
-        }
+        Ok(self.state.room_current(shortroomid)?)
+    }
+
+    /// [`Rooms::current_state_snapshot`] with its id; `None` for a room
+    /// without state.
+    pub fn current_state_snapshot_with_id(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<(u64, Arc<StateMap>)>> {
+        let Some(snapshot) = self.current_state_id(room_id)? else {
+            return Ok(None);
+        };
+        Ok(Some((snapshot, self.state.load(snapshot)?)))
     }
 
     /// The event at (type, state key) in a snapshot, if any.
