@@ -197,38 +197,32 @@ async fn writer_groups_waiting_batches_into_one_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applied_batches_are_visible_and_release_their_lock_once_written() {
+async fn applied_batches_are_visible_and_unlocked_before_they_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
     let table: Table<u64, u64> = storage.table(Cf::RegistrationTokenInfo);
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     let writer = storage.writer.as_ref().unwrap();
 
-    // A committer whose future is dropped while its batch is queued: the
-    // lock stays held until the batch is visible.
+    // The syncer is held: nothing becomes durable.
     writer.pause();
     let guard = Arc::clone(&lock).lock_owned().await;
     let mut batch = storage.batch();
     batch.put(&table, &1, &10).unwrap();
-    let submitted = writer.submitted();
-    // Queued, then given up (the writer is paused, so it cannot finish).
-    let apply = storage.apply_holding(batch, guard);
-    assert!(tokio::time::timeout(Duration::from_millis(50), apply)
-        .await
-        .is_err());
-    assert_eq!(writer.submitted(), submitted + 1);
-    assert!(lock.try_lock().is_err(), "released before the write");
-    writer.resume();
-    let _next = lock.lock().await;
+    let durable = storage.apply_holding(batch, guard).await.unwrap();
     assert_eq!(table.get(&1).unwrap(), Some(10));
+    assert!(lock.try_lock().is_ok(), "the lock outlived the apply");
+    let wait = tokio::spawn(durable.wait());
+    let barrier = {
+        let storage = Arc::clone(&storage);
+        tokio::spawn(async move { storage.sync_barrier().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!wait.is_finished() && !barrier.is_finished());
 
-    // apply, then durable; a barrier waits for what others applied.
-    let mut batch = storage.batch();
-    batch.put(&table, &2, &20).unwrap();
-    let durable = storage.apply(batch).await.unwrap();
-    assert_eq!(table.get(&2).unwrap(), Some(20));
-    storage.sync_barrier().await.unwrap();
-    durable.wait().await.unwrap();
+    writer.resume();
+    wait.await.unwrap().unwrap();
+    barrier.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,18 @@
 //! Group commit in two stages: apply, then sync.
 //!
-//! One OS thread, the *applier*, performs every write. It takes one waiting
-//! batch, drains every other batch already queued (up to
-//! [`MAX_GROUP_BATCHES`] / [`MAX_GROUP_BYTES`]) and writes them as ONE
-//! RocksDB `WriteBatch` without syncing: the group is atomic, visible to
-//! reads at once, and in the OS's page cache (a killed process loses none
-//! of it). It then tells each committer that its batch is *applied* and
-//! hands the group to the second thread, the *syncer*, which syncs the WAL
-//! (one fsync covers every group applied before it) and tells each
-//! committer that its batch is *durable*.
+//! *Apply*: the committer writes its batch into RocksDB itself, without
+//! syncing (RocksDB groups concurrent writers into one log write). The batch
+//! is atomic, visible to reads at once, and in the OS's page cache: a killed
+//! process loses none of it. When RocksDB would stall the write (too many
+//! unflushed files), the write moves to a blocking thread so a runtime
+//! worker never sleeps in RocksDB.
+//!
+//! *Sync*: one thread, the *syncer*, takes every committer waiting for
+//! durability, syncs the WAL once (covering every batch applied before it)
+//! and answers them all: concurrent committers share one fsync.
 //!
 //! Why two stages: a writer that holds a lock while its batch goes to disk
-//! (a room's head: its extremities and current state) can release the lock
+//! (a room's head: its extremities and current state) releases the lock
 //! once the batch is applied; the next writer builds on it while the fsync
 //! runs, and the next fsync covers both. Nobody is answered before their
 //! batch is durable ([`Storage::commit`](super::Storage::commit) waits for
@@ -21,8 +22,8 @@
 //! then *poisoned* and refuses every later batch (RocksDB itself stops
 //! writing after such an error), so nothing more is built on it.
 //!
-//! Dropping the [`Writer`] closes the queue; both threads finish every batch
-//! already sent, then exit, and the drop waits for them.
+//! Dropping the [`Writer`] closes the syncer's queue; it answers every
+//! waiter already queued, then exits, and the drop waits for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -34,11 +35,6 @@ use tokio::sync::oneshot;
 
 use super::error::StorageError;
 use super::table::Batch;
-
-/// At most this many batches share one write...
-pub const MAX_GROUP_BATCHES: usize = 1024;
-/// ...and a group stops growing once it holds this many key + value bytes.
-pub const MAX_GROUP_BYTES: usize = 8 << 20;
 
 /// What a failed write tells each of its waiters.
 #[derive(Clone, Debug)]
@@ -82,19 +78,6 @@ impl Reply {
     }
 }
 
-struct Request {
-    /// `None`: a sync barrier (durable once everything applied before it is).
-    batch: Option<Batch>,
-    /// Told when the batch is applied (visible), if anyone asked.
-    applied: Option<oneshot::Sender<Outcome>>,
-    /// Told when the batch is durable.
-    durable: Reply,
-    /// Dropped by the applier right after the write: a committer's lock
-    /// stays held until its batch is visible, even if the committer's
-    /// future is dropped meanwhile (a client that went away).
-    hold: Option<Box<dyn Send>>,
-}
-
 /// Counters, for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -108,11 +91,11 @@ pub struct WriteStats {
 struct Shared {
     wal_writes: AtomicU64,
     batches: AtomicU64,
-    /// Batches handed to the queue so far.
+    /// Waiters handed to the syncer so far.
     submitted: AtomicU64,
     /// Set when a sync failed: every later batch is refused.
     poisoned: AtomicBool,
-    /// Tests hold the applier between receiving a batch and draining the
+    /// Tests hold the syncer between receiving a waiter and draining the
     /// queue, to make grouping deterministic.
     paused: Mutex<bool>,
     resumed: Condvar,
@@ -146,89 +129,114 @@ impl Durable {
     }
 }
 
-/// Handle on the writer threads, owned by `Storage`.
+/// Handle on the syncer thread, owned by `Storage`.
 pub(crate) struct Writer {
-    queue: Option<mpsc::Sender<Request>>,
-    threads: Vec<JoinHandle<()>>,
+    db: Arc<DB>,
+    to_syncer: Option<mpsc::Sender<Reply>>,
+    thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
 impl Writer {
-    /// Starts the applier and syncer threads for `db`.
+    /// Starts the syncer thread for `db`.
     pub(crate) fn start(db: Arc<DB>) -> Result<Writer, StorageError> {
-        let (queue, rx) = mpsc::channel();
-        let (to_syncer, syncer_rx) = mpsc::channel();
+        let (to_syncer, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
-        let syncer = {
+        let thread = {
             let (db, shared) = (Arc::clone(&db), Arc::clone(&shared));
             std::thread::Builder::new()
                 .name("feathur-db-sync".into())
-                .spawn(move || run_syncer(&db, &syncer_rx, &shared))?
-        };
-        let applier = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("feathur-db-writer".into())
-                .spawn(move || run_applier(&db, &rx, &to_syncer, &shared))?
+                .spawn(move || run_syncer(&db, &rx, &shared))?
         };
         Ok(Writer {
-            queue: Some(queue),
-            // The applier first: its exit closes the syncer's queue.
-            threads: vec![applier, syncer],
+            db,
+            to_syncer: Some(to_syncer),
+            thread: Some(thread),
             shared,
         })
     }
 
-    fn submit(&self, request: Request) -> Result<(), StorageError> {
-        let queue = self.queue.as_ref().ok_or(StorageError::WriterGone)?;
-        queue.send(request).map_err(|_| StorageError::WriterGone)?;
+    /// Writes `batch` unsynced. `Err(None)`: RocksDB would stall.
+    fn write(&self, batch: &Batch, may_stall: bool) -> Result<(), Option<WriteFailure>> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(Some(WriteFailure::Poisoned));
+        }
+        let mut options = WriteOptions::default();
+        options.set_no_slowdown(!may_stall);
+        let outcome = write_batch(&self.db, &options, batch);
+        if let Err(WriteFailure::Rocks(e)) = &outcome {
+            if !may_stall && e.kind() == rocksdb::ErrorKind::Incomplete {
+                return Err(None);
+            }
+        }
+        self.shared.batches.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = &outcome {
+            tracing::error!(error = ?e, "database write failed");
+        }
+        outcome.map_err(Some)
+    }
+
+    /// Queues a waiter for the next sync.
+    fn wait_for_sync(&self, reply: Reply) -> Result<(), StorageError> {
+        let queue = self.to_syncer.as_ref().ok_or(StorageError::WriterGone)?;
+        queue.send(reply).map_err(|_| StorageError::WriterGone)?;
         self.shared.submitted.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Queues `batch` and waits, without blocking the runtime, until it is
-    /// applied (visible to reads, not yet durable). If this future is dropped
-    /// after the batch was queued, the batch is still committed. `hold` is
-    /// dropped once the batch is visible (or its write failed).
+    /// Applies `batch` (visible to reads, not yet durable) and returns what
+    /// to await for durability. `hold` is dropped once the batch is visible
+    /// (or its write failed).
     pub(crate) async fn apply(
         &self,
         batch: Batch,
         hold: Option<Box<dyn Send>>,
     ) -> Result<Durable, StorageError> {
-        let (applied_tx, applied_rx) = oneshot::channel();
-        let (durable_tx, durable_rx) = oneshot::channel();
-        self.submit(Request {
-            batch: Some(batch),
-            applied: Some(applied_tx),
-            durable: Reply::Async(durable_tx),
-            hold,
-        })?;
-        applied_rx.await.map_err(|_| StorageError::WriterGone)??;
-        Ok(Durable(durable_rx))
+        match self.write(&batch, false) {
+            Ok(()) => {}
+            Err(Some(failure)) => return Err(failure.into()),
+            Err(None) => {
+                // RocksDB would stall: wait on a blocking thread instead,
+                // which keeps `hold` until the write is done even if this
+                // future is dropped meanwhile.
+                let blocking = BlockingWrite {
+                    db: Arc::clone(&self.db),
+                    shared: Arc::clone(&self.shared),
+                };
+                tokio::task::spawn_blocking(move || {
+                    let outcome = blocking.write(&batch);
+                    drop(hold);
+                    outcome
+                })
+                .await
+                .map_err(|_| StorageError::WriterGone)??;
+                return self.queue_durable();
+            }
+        }
+        drop(hold);
+        self.queue_durable()
+    }
+
+    fn queue_durable(&self) -> Result<Durable, StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.wait_for_sync(Reply::Async(tx))?;
+        Ok(Durable(rx))
     }
 
     /// Waits until every batch applied before this call is durable.
     pub(crate) async fn sync_barrier(&self) -> Result<(), StorageError> {
-        let (durable_tx, durable_rx) = oneshot::channel();
-        self.submit(Request {
-            batch: None,
-            applied: None,
-            durable: Reply::Async(durable_tx),
-            hold: None,
-        })?;
-        Durable(durable_rx).wait().await
+        let (tx, rx) = oneshot::channel();
+        self.wait_for_sync(Reply::Async(tx))?;
+        Durable(rx).wait().await
     }
 
     /// Applies `batch` and waits until it is durable, blocking the calling
     /// thread.
     pub(crate) fn commit_blocking(&self, batch: Batch) -> Result<(), StorageError> {
+        self.write(&batch, true)
+            .map_err(|f| StorageError::from(f.unwrap_or(WriteFailure::Poisoned)))?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(Request {
-            batch: Some(batch),
-            applied: None,
-            durable: Reply::Blocking(tx),
-            hold: None,
-        })?;
+        self.wait_for_sync(Reply::Blocking(tx))?;
         Ok(rx.recv().map_err(|_| StorageError::WriterGone)??)
     }
 
@@ -250,6 +258,7 @@ impl Writer {
         self.shared.resumed.notify_all();
     }
 
+    /// Waiters handed to the syncer so far.
     #[cfg(test)]
     pub(crate) fn submitted(&self) -> u64 {
         self.shared.submitted.load(Ordering::SeqCst)
@@ -261,80 +270,45 @@ impl Writer {
     }
 }
 
+/// A write moved off the runtime (RocksDB would have stalled it there).
+struct BlockingWrite {
+    db: Arc<DB>,
+    shared: Arc<Shared>,
+}
+
+impl BlockingWrite {
+    fn write(&self, batch: &Batch) -> Result<(), StorageError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::WriterPoisoned);
+        }
+        let outcome = write_batch(&self.db, &WriteOptions::default(), batch);
+        self.shared.batches.fetch_add(1, Ordering::SeqCst);
+        Ok(outcome?)
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Closing the queue lets the threads drain what is left and exit.
-        drop(self.queue.take());
-        for thread in self.threads.drain(..) {
+        // Closing the queue lets the syncer answer what is left and exit.
+        drop(self.to_syncer.take());
+        if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!("database writer thread panicked");
+                tracing::error!("database sync thread panicked");
             }
         }
     }
 }
 
-/// The applier: one group per iteration until the queue closes.
-fn run_applier(
-    db: &DB,
-    rx: &mpsc::Receiver<Request>,
-    to_syncer: &mpsc::Sender<Vec<Reply>>,
-    shared: &Shared,
-) {
-    // Not synced here: the syncer makes groups durable.
-    let no_sync = WriteOptions::default();
+/// The syncer: one WAL sync for every waiter queued since the last one.
+fn run_syncer(db: &DB, rx: &mpsc::Receiver<Reply>, shared: &Shared) {
     while let Ok(first) = rx.recv() {
         shared.wait_while_paused();
-        let mut bytes = first.batch.as_ref().map_or(0, |b| b.bytes);
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_BATCHES && bytes < MAX_GROUP_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += next.batch.as_ref().map_or(0, |b| b.bytes);
-            group.push(next);
-        }
-
-        let batches = group.iter().filter(|r| r.batch.is_some()).count();
-        let outcome = if shared.poisoned.load(Ordering::SeqCst) {
-            Err(WriteFailure::Poisoned)
-        } else {
-            write_group(db, &no_sync, &group)
-        };
-        shared.batches.fetch_add(batches as u64, Ordering::SeqCst);
-        for request in &mut group {
-            drop(request.hold.take());
-        }
-        if let Err(e) = &outcome {
-            tracing::error!(batches, error = ?e, "database write failed");
-            for request in group {
-                if let Some(applied) = request.applied {
-                    let _ = applied.send(outcome.clone());
-                }
-                request.durable.send(outcome.clone());
-            }
-            continue;
-        }
-        let mut durable = Vec::with_capacity(group.len());
-        for request in group {
-            if let Some(applied) = request.applied {
-                let _ = applied.send(Ok(()));
-            }
-            durable.push(request.durable);
-        }
-        if let Err(mpsc::SendError(replies)) = to_syncer.send(durable) {
-            for reply in replies {
-                reply.send(Err(WriteFailure::Poisoned));
-            }
-        }
-    }
-}
-
-/// The syncer: one WAL sync for every group applied since the last one.
-fn run_syncer(db: &DB, rx: &mpsc::Receiver<Vec<Reply>>, shared: &Shared) {
-    while let Ok(mut waiters) = rx.recv() {
+        let mut waiters = vec![first];
         while let Ok(more) = rx.try_recv() {
-            waiters.extend(more);
+            waiters.push(more);
         }
-        // Every waiter's group was applied before it was sent here, so this
-        // sync covers all of them.
+        // Every waiter's batch was applied before it was queued here, so
+        // this sync covers all of them.
         let outcome = db.flush_wal(true).map_err(WriteFailure::Rocks);
         shared.wal_writes.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = &outcome {
@@ -350,14 +324,10 @@ fn run_syncer(db: &DB, rx: &mpsc::Receiver<Vec<Reply>>, shared: &Shared) {
     }
 }
 
-/// Concatenates the group's operations, in order, into one write.
-fn write_group(db: &DB, options: &WriteOptions, group: &[Request]) -> Outcome {
+/// One batch as one RocksDB write.
+fn write_batch(db: &DB, options: &WriteOptions, batch: &Batch) -> Outcome {
     let mut wb = WriteBatch::default();
-    for op in group
-        .iter()
-        .filter_map(|r| r.batch.as_ref())
-        .flat_map(|b| &b.ops)
-    {
+    for op in &batch.ops {
         let cf = db
             .cf_handle(op.cf.name())
             .ok_or(WriteFailure::MissingTable(op.cf.name()))?;
