@@ -21,7 +21,12 @@
 //! event evaluated after a later receipt (concurrent senders in one room)
 //! is not counted.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
 
 use ruma::{
     api::client::sync::sync_events::UnreadNotificationsCount, events::receipt::ReceiptThread,
@@ -81,18 +86,60 @@ fn read_scope_of(row_scope: &str) -> &str {
     }
 }
 
+/// (user, room, read scope).
+type ReadKey = (OwnedUserId, OwnedRoomId, String);
+
+/// Read positions cached at most; the cache starts afresh when full.
+const MAX_CACHED_READ_POSITIONS: usize = 100_000;
+
 #[derive(Clone)]
 pub(super) struct Counts {
     rows: Table<(OwnedUserId, OwnedRoomId, String, u64), Notification>,
-    read: Table<(OwnedUserId, OwnedRoomId, String), u64>,
+    read: Table<ReadKey, u64>,
+    /// Read positions as applied, for the service that applies them (every
+    /// event reads each recipient's). Updated only after a batch is applied,
+    /// and only upwards, so it may lag the table but never leads it; a
+    /// lagging floor only makes a walk start lower.
+    read_cache: Option<Arc<Mutex<HashMap<ReadKey, u64>>>>,
 }
 
 impl Counts {
+    /// Reads straight from the tables (for readers such as `/sync`).
     pub(super) fn new(storage: &Storage) -> Counts {
         Counts {
             rows: storage.table(Cf::UserRoomScopePosNotification),
             read: storage.table(Cf::UserRoomThreadPushReadPos),
+            read_cache: None,
         }
+    }
+
+    /// With a cache of read positions, for the one service that writes them.
+    pub(super) fn with_cache(storage: &Storage) -> Counts {
+        Counts {
+            read_cache: Some(Arc::default()),
+            ..Counts::new(storage)
+        }
+    }
+
+    /// Tells the cache that a read staged with [`Counts::stage_read`] is applied.
+    pub(super) fn read_applied(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        thread: &ReceiptThread,
+        position: u64,
+    ) {
+        let (Some(cache), Some(scope)) = (&self.read_cache, scope_of(thread)) else {
+            return;
+        };
+        let mut cache = cache.lock();
+        if cache.len() >= MAX_CACHED_READ_POSITIONS {
+            cache.clear();
+        }
+        let entry = cache
+            .entry((user.to_owned(), room.to_owned(), scope))
+            .or_default();
+        *entry = (*entry).max(position);
     }
 
     /// Moves rows of the first layout (user, room, position), which had no
@@ -120,7 +167,17 @@ impl Counts {
 
     fn read_position(&self, user: &UserId, room: &RoomId, scope: &str) -> Result<u64> {
         let key = (user.to_owned(), room.to_owned(), scope.to_owned());
-        Ok(self.read.get(&key)?.unwrap_or(0))
+        let Some(cache) = &self.read_cache else {
+            return Ok(self.read.get(&key)?.unwrap_or(0));
+        };
+        if let Some(&position) = cache.lock().get(&key) {
+            return Ok(position);
+        }
+        let stored = self.read.get(&key)?.unwrap_or(0);
+        let mut cache = cache.lock();
+        let entry = cache.entry(key).or_default();
+        *entry = (*entry).max(stored);
+        Ok(*entry)
     }
 
     /// No row of `row_scope` lies at or below this position: receipts

@@ -97,7 +97,7 @@ impl Push {
             cache: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
-            counts: Counts::new(&storage),
+            counts: Counts::with_cache(&storage),
             storage,
         }))
     }
@@ -190,6 +190,7 @@ impl Push {
             .stage_read(&mut batch, user, room, thread, position)?
         {
             self.storage.commit(batch).await?;
+            self.counts.read_applied(user, room, thread, position);
         }
         Ok(())
     }
@@ -236,13 +237,18 @@ impl Push {
         let room_id = &pdu.room_id;
         let thread = thread_of(pdu);
         let mut batch = self.storage.batch();
+        let mut own_read = None;
         if pdu.sender.server_name() == rooms.server_name() {
             let scope = match &thread {
                 Some(root) => ReceiptThread::Thread(root.clone()),
                 None => ReceiptThread::Main,
             };
-            self.counts
-                .stage_read(&mut batch, &pdu.sender, room_id, &scope, position)?;
+            if self
+                .counts
+                .stage_read(&mut batch, &pdu.sender, room_id, &scope, position)?
+            {
+                own_read = Some(scope);
+            }
         }
         let room = self.room_context(rooms, room_id)?;
         let recipients: Vec<_> = room
@@ -275,6 +281,10 @@ impl Push {
         // loss in between costs counts, never an event. A killed process
         // loses nothing applied.
         drop(self.storage.apply(batch).await?);
+        if let Some(scope) = own_read {
+            self.counts
+                .read_applied(&pdu.sender, room_id, &scope, position);
+        }
         Ok(())
     }
 }

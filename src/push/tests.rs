@@ -367,3 +367,38 @@ async fn rows_of_the_legacy_layout_are_moved_at_start() {
     assert_eq!(numbers(&split.room), (1, 1));
     assert_eq!(numbers(&split.threads[&root]), (1, 1));
 }
+
+#[tokio::test]
+async fn cached_read_positions_follow_applied_receipts() {
+    let (_dir, storage, _) = counts();
+    let counts = Counts::with_cache(&storage);
+    let (user, room) = (bob(), room());
+    let notification = Notification {
+        highlight: false,
+        thread: None,
+    };
+    let mut batch = storage.batch();
+    counts
+        .stage_notification(&mut batch, &user, &room, 5, &notification)
+        .unwrap();
+    storage.commit(batch).await.unwrap();
+    // The cache read the stored position (none) before the receipt...
+    let mut batch = storage.batch();
+    assert!(counts
+        .stage_read(&mut batch, &user, &room, &ReceiptThread::Main, 7)
+        .unwrap());
+    storage.commit(batch).await.unwrap();
+    counts.read_applied(&user, &room, &ReceiptThread::Main, 7);
+    // ...and follows it once applied: a later event's notification below
+    // the receipt is refused, an older receipt changes nothing.
+    let mut batch = storage.batch();
+    counts
+        .stage_notification(&mut batch, &user, &room, 6, &notification)
+        .unwrap();
+    assert!(batch.is_empty());
+    assert!(!counts
+        .stage_read(&mut batch, &user, &room, &ReceiptThread::Main, 6)
+        .unwrap());
+    let all = counts.unread(&user, &room, u64::MAX, false).unwrap();
+    assert_eq!(numbers(&all.room), (0, 0));
+}
