@@ -4,8 +4,8 @@
 //! syncing (RocksDB groups concurrent writers into one log write). The batch
 //! is atomic, visible to reads at once, and in the OS's page cache: a killed
 //! process loses none of it. When RocksDB would stall the write (too many
-//! unflushed files), the write moves to a blocking thread so a runtime
-//! worker never sleeps in RocksDB.
+//! unflushed files), the runtime is told the worker blocks
+//! (`block_in_place`), so its other tasks move to another thread.
 //!
 //! *Sync*: one thread, the *syncer*, takes every committer waiting for
 //! durability, syncs the WAL once (covering every batch applied before it)
@@ -196,21 +196,20 @@ impl Writer {
             Ok(()) => {}
             Err(Some(failure)) => return Err(failure.into()),
             Err(None) => {
-                // RocksDB would stall: wait on a blocking thread instead,
-                // which keeps `hold` until the write is done even if this
-                // future is dropped meanwhile.
-                let blocking = BlockingWrite {
-                    db: Arc::clone(&self.db),
-                    shared: Arc::clone(&self.shared),
+                // RocksDB would stall: let the runtime move its other tasks
+                // off this worker while it waits. The write still happens
+                // within this poll, so a dropped future cannot leave it
+                // half-way (the stream's barrier relies on that).
+                let blocking = || self.write(&batch, true);
+                let outcome = match tokio::runtime::Handle::try_current()
+                    .map(|handle| handle.runtime_flavor())
+                {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                        tokio::task::block_in_place(blocking)
+                    }
+                    _ => blocking(),
                 };
-                tokio::task::spawn_blocking(move || {
-                    let outcome = blocking.write(&batch);
-                    drop(hold);
-                    outcome
-                })
-                .await
-                .map_err(|_| StorageError::WriterGone)??;
-                return self.queue_durable();
+                outcome.map_err(|f| StorageError::from(f.unwrap_or(WriteFailure::Poisoned)))?;
             }
         }
         drop(hold);
@@ -267,23 +266,6 @@ impl Writer {
     #[cfg(test)]
     pub(crate) fn poison(&self) {
         self.shared.poisoned.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A write moved off the runtime (RocksDB would have stalled it there).
-struct BlockingWrite {
-    db: Arc<DB>,
-    shared: Arc<Shared>,
-}
-
-impl BlockingWrite {
-    fn write(&self, batch: &Batch) -> Result<(), StorageError> {
-        if self.shared.poisoned.load(Ordering::SeqCst) {
-            return Err(StorageError::WriterPoisoned);
-        }
-        let outcome = write_batch(&self.db, &WriteOptions::default(), batch);
-        self.shared.batches.fetch_add(1, Ordering::SeqCst);
-        Ok(outcome?)
     }
 }
 
