@@ -25,8 +25,8 @@
 //!   ([`unread_counts`]).
 //!
 //! Tables (key → value): `userroomscopepos_notification` (user, room,
-//! scope, stream position) → notification; `userroomthread_pushreadpos` (user, room, read
-//! scope) → newest receipt position.
+//! scope, stream position) → notification; `userroomthread_pushreadpos`
+//! (user, room, read scope) → newest receipt position.
 //!
 //! Not implemented: pushers (`/pushers`), sending to a push gateway,
 //! `/notifications`, counting for remote events (there are none before
