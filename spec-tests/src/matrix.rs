@@ -207,6 +207,12 @@ impl HttpClient {
             .to_owned()
     }
 
+    /// `who` joins `room` (a room id) on this server; panics unless 200.
+    pub async fn join_room(&self, who: &Session, room: &str) {
+        let path = format!("/_matrix/client/v3/join/{}", enc(room));
+        assert_ok(self.post(&path, who.token(), json!({})).await);
+    }
+
     /// Registers `username` with `password` through the spec's UIA flow
     /// (401 challenge, then `m.login.dummy`) and returns the new session.
     pub async fn register(&self, username: &str, password: &str) -> Session {

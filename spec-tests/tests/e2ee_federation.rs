@@ -5,8 +5,8 @@
 //! the other server (`user/keys/query`, `user/keys/claim`), room keys
 //! carried as `m.direct_to_device` EDUs, and device-list updates.
 
-#[path = "support/sdk_e2ee.rs"]
-mod sdk_e2ee;
+#[path = "support/sdk.rs"]
+mod sdk;
 
 use matrix_sdk::{
     ruma::{
@@ -19,7 +19,7 @@ use matrix_sdk::{
     },
     Client,
 };
-use sdk_e2ee::{await_decrypted, await_joined, await_room, logged_in, settings};
+use sdk::{await_decrypted, await_joined, await_room, logged_in, settings};
 use spec_tests::{synapse_python, PeerName, SynapseServer, TestServer};
 
 /// `host` creates an encrypted room and invites `guest` (of another

@@ -70,15 +70,7 @@ async fn upload_query_claim_changes_and_fallback_after_exhaustion() {
     let room = server
         .create_room(&alice.session, json!({"preset": "public_chat"}))
         .await;
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     let t0 = next_batch(&sync(&server, &bob, None).await);
 
     // No token, no keys.
@@ -256,15 +248,7 @@ async fn deleting_a_device_removes_its_keys_and_is_a_change() {
     let room = server
         .create_room(&alice.session, json!({"preset": "public_chat"}))
         .await;
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     let body =
         json!({ "device_keys": alice.device_keys(), "one_time_keys": alice.one_time_keys(2) });
     assert_ok(upload(&server, &alice, body).await);
@@ -301,15 +285,7 @@ async fn renaming_a_device_with_keys_is_a_change() {
     let room = server
         .create_room(&alice.session, json!({"preset": "public_chat"}))
         .await;
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     assert_ok(
         upload(
             &server,

@@ -4,37 +4,18 @@
 //! same user recovers with the recovery key and reads encrypted history
 //! from before it existed, through the backup.
 
-#[path = "support/sdk_e2ee.rs"]
-mod sdk_e2ee;
+#[path = "support/sdk.rs"]
+mod sdk;
 
-use matrix_sdk::{
-    ruma::{
-        api::client::room::create_room,
-        events::{
-            room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
-            InitialStateEvent,
-        },
+use matrix_sdk::ruma::{
+    api::client::room::create_room,
+    events::{
+        room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
+        InitialStateEvent,
     },
-    Client,
 };
-use sdk_e2ee::{decrypted_bodies, logged_in, settings, PW};
-use spec_tests::{assert_ok, install_crypto_provider, TestServer};
-
-async fn second_device(server: &TestServer, name: &str) -> Client {
-    install_crypto_provider();
-    let client = Client::builder()
-        .homeserver_url(server.base_url())
-        .build()
-        .await
-        .expect("building the matrix-sdk client");
-    client
-        .matrix_auth()
-        .login_username(name, PW)
-        .send()
-        .await
-        .expect("login");
-    client
-}
+use sdk::{decrypted_bodies, log_in, logged_in, settings, PW};
+use spec_tests::{assert_ok, TestServer};
 
 #[tokio::test]
 async fn a_second_device_recovers_and_reads_history_through_the_key_backup() {
@@ -116,7 +97,7 @@ async fn a_second_device_recovers_and_reads_history_through_the_key_backup() {
     assert!(version["count"].as_u64().unwrap_or(0) >= 1, "{version}");
 
     // A new device: recovers, then reads the history from the backup.
-    let second = second_device(&server, "alice").await;
+    let second = log_in(&server, "alice").await;
     second
         .sync_once(settings())
         .await

@@ -5,8 +5,8 @@
 
 #[path = "support/olm_device.rs"]
 mod olm_device;
-#[path = "support/sdk_e2ee.rs"]
-mod sdk_e2ee;
+#[path = "support/sdk.rs"]
+mod sdk;
 
 use matrix_sdk::{
     ruma::{
@@ -20,7 +20,7 @@ use matrix_sdk::{
     Client,
 };
 use olm_device::{signing_text, OlmDevice};
-use sdk_e2ee::{logged_in, settings, PW};
+use sdk::{logged_in, settings, PW};
 use spec_tests::{assert_ok, enc, json, TestServer, Value};
 use vodozemac::{
     olm::{OlmMessage, SessionConfig},
@@ -28,7 +28,7 @@ use vodozemac::{
 };
 
 async fn await_decrypted(client: &Client, room_id: &OwnedRoomId, body: &str) -> Vec<String> {
-    sdk_e2ee::await_decrypted(client, room_id, body, 20).await
+    sdk::await_decrypted(client, room_id, body, 20).await
 }
 
 #[tokio::test]

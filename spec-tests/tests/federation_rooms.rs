@@ -240,18 +240,7 @@ async fn shared_room(a: &TestServer, b: &TestServer) -> (Session, Session, Strin
     let room = a
         .create_room(&alice, json!({"preset": "public_chat", "name": "Shared"}))
         .await;
-    assert_ok(
-        b.post(
-            &format!(
-                "/_matrix/client/v3/join/{}?via={}",
-                enc(&room),
-                enc(&a.server_name())
-            ),
-            bob.token(),
-            json!({}),
-        )
-        .await,
-    );
+    assert_ok(join_via(b, &bob, &room, &a.server_name()).await);
     wait_for_membership(a, &alice, &room, &bob.user_id, "join").await;
     (alice, bob, room)
 }
@@ -569,18 +558,7 @@ async fn knocking_on_a_room_on_another_server() {
         )
         .await,
     );
-    assert_ok(
-        b.post(
-            &format!(
-                "/_matrix/client/v3/join/{}?via={}",
-                enc(&room),
-                enc(&a.server_name())
-            ),
-            bob.token(),
-            json!({}),
-        )
-        .await,
-    );
+    assert_ok(join_via(&b, &bob, &room, &a.server_name()).await);
     wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
 }
 

@@ -510,15 +510,7 @@ async fn knocking_needs_a_knock_join_rule() {
             .post(&invite, alice.token(), json!({"user_id": bob.user_id}))
             .await,
     );
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     assert_ok(send_text(&server, &bob, &room, "k2", "thanks").await);
 
     // In an invite-only room knocking is refused.
@@ -640,15 +632,7 @@ async fn messages_filters_and_members_at_a_point_in_time() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     assert_ok(send_text(&server, &bob, &room, "b1", "from bob").await);
     let topic = format!(
         "/_matrix/client/v3/rooms/{}/state/m.room.topic/",

@@ -1,6 +1,9 @@
 //! A real client in rooms: two matrix-sdk users create, invite, join, sync and
 //! converse through Feathur.
 
+#[path = "support/sdk.rs"]
+mod sdk;
+
 use std::time::Duration;
 
 use matrix_sdk::{
@@ -9,28 +12,9 @@ use matrix_sdk::{
     ruma::{
         api::client::room::create_room, events::room::message::RoomMessageEventContent, OwnedUserId,
     },
-    Client,
 };
-use spec_tests::{install_crypto_provider, TestServer};
-
-const PW: &str = "sdk-rooms-pw";
-
-async fn logged_in(server: &TestServer, name: &str) -> Client {
-    install_crypto_provider();
-    server.register(name, PW).await;
-    let client = Client::builder()
-        .homeserver_url(server.base_url())
-        .build()
-        .await
-        .expect("building the matrix-sdk client");
-    client
-        .matrix_auth()
-        .login_username(name, PW)
-        .send()
-        .await
-        .expect("login");
-    client
-}
+use sdk::logged_in;
+use spec_tests::TestServer;
 
 fn settings() -> SyncSettings {
     SyncSettings::default().timeout(Duration::from_millis(500))

@@ -2,6 +2,9 @@
 //! client runs repeated short `sync_once` calls while alice sends 50
 //! messages; every message must reach bob exactly once, in order.
 
+#[path = "support/sdk.rs"]
+mod sdk;
+
 use std::time::{Duration, Instant};
 
 use matrix_sdk::{
@@ -11,29 +14,11 @@ use matrix_sdk::{
         events::room::message::RoomMessageEventContent,
         OwnedUserId, UInt,
     },
-    Client,
 };
-use spec_tests::{install_crypto_provider, TestServer};
+use sdk::logged_in;
+use spec_tests::TestServer;
 
-const PW: &str = "sdk-sync-loop-pw";
 const MESSAGES: usize = 50;
-
-async fn logged_in(server: &TestServer, name: &str) -> Client {
-    install_crypto_provider();
-    server.register(name, PW).await;
-    let client = Client::builder()
-        .homeserver_url(server.base_url())
-        .build()
-        .await
-        .expect("building the matrix-sdk client");
-    client
-        .matrix_auth()
-        .login_username(name, PW)
-        .send()
-        .await
-        .expect("login");
-    client
-}
 
 /// Short long-polls, and a timeline limit above what one sync can hold, so
 /// a `limited` timeline (a gap) would be a server bug, not the filter.

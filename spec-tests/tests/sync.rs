@@ -122,15 +122,7 @@ async fn a_long_poll_wakes_when_another_user_sends_and_otherwise_waits() {
     let room = server
         .create_room(&alice, json!({"preset": "public_chat"}))
         .await;
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     let since = next_batch(&sync(&server, &alice, "").await);
 
     // Nothing happens: the poll lasts about its timeout.
@@ -260,15 +252,7 @@ async fn invites_leaves_and_privacy() {
     assert!(resp["rooms"]["join"].get(&secret).is_none());
     let bob_since = next_batch(&resp);
 
-    assert_ok(
-        server
-            .post(
-                &format!("/_matrix/client/v3/join/{}", enc(&room)),
-                bob.token(),
-                json!({}),
-            )
-            .await,
-    );
+    server.join_room(&bob, &room).await;
     let resp = sync(&server, &bob, &format!("since={bob_since}")).await;
     assert!(resp["rooms"]["invite"].get(&room).is_none());
     let joined = &resp["rooms"]["join"][&room];

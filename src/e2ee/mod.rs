@@ -147,11 +147,7 @@ impl E2ee {
         if !self.inner.device_keys.contains(&key)? {
             return Ok(());
         }
-        let mut batch = self.inner.storage.batch();
-        let change = self.begin_change(&mut batch, user)?;
-        self.inner.storage.commit(batch).await?;
-        change.committed();
-        Ok(())
+        self.record_change(user).await
     }
 
     /// Another server reported that `user`'s devices or keys changed
@@ -162,6 +158,11 @@ impl E2ee {
         if self.is_local(user) {
             return Ok(());
         }
+        self.record_change(user).await
+    }
+
+    /// Records that `user`'s devices or keys changed, with nothing else.
+    async fn record_change(&self, user: &UserId) -> Result<()> {
         let mut batch = self.inner.storage.batch();
         let change = self.begin_change(&mut batch, user)?;
         self.inner.storage.commit(batch).await?;

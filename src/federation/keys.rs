@@ -5,11 +5,14 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use feathur_federation::client::FederationAuth;
 use futures_util::future::join_all;
 use ruma::{
     api::{
         client::keys::{claim_keys, get_keys},
         federation::keys::{claim_keys as fed_claim, get_keys as fed_get},
+        path_builder::SinglePath,
+        Metadata, OutgoingRequest,
     },
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedServerName, OwnedUserId,
 };
@@ -37,35 +40,52 @@ fn failure(error: impl std::fmt::Display) -> Value {
 }
 
 impl Federation {
+    /// Sends `request(users)` to each server of `wanted`'s users, all at
+    /// once, each within [`REMOTE_KEYS_TIMEOUT`]; a failure is already in
+    /// the form the client answer's `failures` takes.
+    async fn ask_servers<V, R>(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, V>,
+        request: impl Fn(BTreeMap<OwnedUserId, V>) -> R,
+    ) -> Vec<(OwnedServerName, Result<R::IncomingResponse, Value>)>
+    where
+        V: Clone,
+        R: OutgoingRequest<EndpointError = ruma::api::error::Error>
+            + Metadata<PathBuilder = SinglePath>,
+        R::Authentication: FederationAuth,
+    {
+        let requests = by_server(wanted).into_iter().map(|(server, users)| {
+            let request = request(users);
+            async move {
+                let answer =
+                    tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.client.send(&server, request))
+                        .await;
+                let answer = match answer {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => Err(failure(e)),
+                    Err(_) => Err(failure("timed out")),
+                };
+                (server, answer)
+            }
+        });
+        join_all(requests).await
+    }
+
     /// Adds the keys of `wanted` (all remote users) to `response`.
     pub async fn query_remote_keys(
         &self,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
         response: &mut get_keys::v3::Response,
     ) {
-        let requests = by_server(wanted)
-            .into_iter()
-            .map(|(server, users)| async move {
-                let request = fed_get::v1::Request::new(users);
-                let answer =
-                    tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.client.send(&server, request))
-                        .await;
-                (server, answer)
-            });
-        for (server, answer) in join_all(requests).await {
+        for (server, answer) in self.ask_servers(wanted, fed_get::v1::Request::new).await {
             match answer {
-                Ok(Ok(answer)) => {
+                Ok(answer) => {
                     response.device_keys.extend(answer.device_keys);
                     response.master_keys.extend(answer.master_keys);
                     response.self_signing_keys.extend(answer.self_signing_keys);
                 }
-                Ok(Err(e)) => {
-                    response.failures.insert(server.to_string(), failure(e));
-                }
-                Err(_) => {
-                    response
-                        .failures
-                        .insert(server.to_string(), failure("timed out"));
+                Err(failure) => {
+                    response.failures.insert(server.to_string(), failure);
                 }
             }
         }
@@ -77,25 +97,11 @@ impl Federation {
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
         response: &mut claim_keys::v3::Response,
     ) {
-        let requests = by_server(wanted)
-            .into_iter()
-            .map(|(server, users)| async move {
-                let request = fed_claim::v1::Request::new(users);
-                let answer =
-                    tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.client.send(&server, request))
-                        .await;
-                (server, answer)
-            });
-        for (server, answer) in join_all(requests).await {
+        for (server, answer) in self.ask_servers(wanted, fed_claim::v1::Request::new).await {
             match answer {
-                Ok(Ok(answer)) => response.one_time_keys.extend(answer.one_time_keys),
-                Ok(Err(e)) => {
-                    response.failures.insert(server.to_string(), failure(e));
-                }
-                Err(_) => {
-                    response
-                        .failures
-                        .insert(server.to_string(), failure("timed out"));
+                Ok(answer) => response.one_time_keys.extend(answer.one_time_keys),
+                Err(failure) => {
+                    response.failures.insert(server.to_string(), failure);
                 }
             }
         }

@@ -36,20 +36,12 @@ pub struct Outcome {
     pub highlight: bool,
 }
 
-/// Evaluates `ruleset` against `event` (a client-format event) for the user
-/// in `context`. Events the user sent themselves never notify.
+/// Evaluates `ruleset` against `event` (a client-format event, flattened
+/// once for all its recipients, which ruma's `Ruleset::get_actions` would
+/// do again for each) for the user in `context`: the first rule that
+/// applies, in the spec's order, gives the actions. Events the user sent
+/// themselves never notify.
 pub async fn evaluate(
-    ruleset: &Ruleset,
-    event: &Raw<Value>,
-    context: &PushConditionRoomCtx,
-) -> Outcome {
-    evaluate_flattened(ruleset, &FlattenedJson::from_raw(event), context).await
-}
-
-/// [`evaluate`] on an event flattened once for all its recipients (what
-/// ruma's `Ruleset::get_actions` would flatten again for each): the first
-/// rule that applies, in the spec's order, gives the actions.
-pub async fn evaluate_flattened(
     ruleset: &Ruleset,
     event: &FlattenedJson,
     context: &PushConditionRoomCtx,
@@ -129,7 +121,7 @@ impl RoomContext {
             .filter(|u| u.server_name() == rooms.server_name())
         {
             let member =
-                rooms.state_event_of(&state, &StateEventType::RoomMember, user.as_str())?;
+                rooms.state_event_in(&state, &StateEventType::RoomMember, user.as_str())?;
             let display_name = member
                 .and_then(|pdu| serde_json::from_str::<Value>(pdu.content.get()).ok())
                 .and_then(|content| content.get("displayname")?.as_str().map(str::to_owned))
@@ -165,7 +157,7 @@ fn power_levels(
         return Ok(None);
     };
     let mut creators: Vec<OwnedUserId> = Vec::new();
-    if let Some(create) = rooms.state_event_of(state, &StateEventType::RoomCreate, "")? {
+    if let Some(create) = rooms.state_event_in(state, &StateEventType::RoomCreate, "")? {
         creators.push(create.sender.clone());
         if rules.authorization.additional_room_creators {
             #[derive(Deserialize)]
@@ -178,7 +170,7 @@ fn power_levels(
             }
         }
     }
-    let source = match rooms.state_event_of(state, &StateEventType::RoomPowerLevels, "")? {
+    let source = match rooms.state_event_in(state, &StateEventType::RoomPowerLevels, "")? {
         Some(event) => {
             match serde_json::from_str::<RoomPowerLevelsEventContent>(event.content.get()) {
                 Ok(content) => RoomPowerLevelsSource::Original(content),

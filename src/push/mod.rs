@@ -52,7 +52,7 @@ use serde_json::Value;
 
 use self::{
     counts::{Counts, Notification},
-    eval::{evaluate_flattened, event_json, thread_of, RoomContext},
+    eval::{evaluate, event_json, thread_of, RoomContext},
 };
 use crate::{
     accounts::Accounts,
@@ -260,7 +260,7 @@ impl Push {
             let event = FlattenedJson::from_raw(&event_json(pdu)?);
             for (user, context) in recipients {
                 let ruleset = self.ruleset(user)?;
-                let outcome = evaluate_flattened(&ruleset, &event, context).await;
+                let outcome = evaluate(&ruleset, &event, context).await;
                 if outcome.notify {
                     let notification = Notification {
                         highlight: outcome.highlight,

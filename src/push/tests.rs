@@ -9,9 +9,9 @@ use ruma::{
     },
     owned_event_id, owned_room_id, owned_user_id,
     push::{
-        Action, HighlightTweakValue, NewConditionalPushRule, NewPatternedPushRule, NewPushRule,
-        NewSimplePushRule, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
-        RuleKind, Ruleset, Tweak,
+        Action, FlattenedJson, HighlightTweakValue, NewConditionalPushRule, NewPatternedPushRule,
+        NewPushRule, NewSimplePushRule, PushCondition, PushConditionPowerLevelsCtx,
+        PushConditionRoomCtx, RuleKind, Ruleset, Tweak,
     },
     serde::Raw,
     OwnedRoomId, OwnedUserId, RoomVersionId,
@@ -55,6 +55,10 @@ fn bob_context(members: u32) -> PushConditionRoomCtx {
         .with_power_levels(power_levels())
 }
 
+fn flat(event: &Raw<Value>) -> FlattenedJson {
+    FlattenedJson::from_raw(event)
+}
+
 fn message(sender: &OwnedUserId, content: Value) -> Raw<Value> {
     let event = json!({
         "type": "m.room.message",
@@ -72,7 +76,7 @@ fn text(body: &str) -> Value {
 }
 
 async fn outcome(rules: &Ruleset, sender: &OwnedUserId, content: Value) -> Outcome {
-    evaluate(rules, &message(sender, content), &bob_context(3)).await
+    evaluate(rules, &flat(&message(sender, content)), &bob_context(3)).await
 }
 
 const NOTIFY: Outcome = Outcome {
@@ -100,7 +104,12 @@ async fn a_plain_message_notifies_and_own_messages_never_do() {
     let rules = Ruleset::server_default(&bob());
     assert_eq!(outcome(&rules, &alice(), text("hello")).await, NOTIFY);
     // One-to-one rooms notify too (`.m.rule.room_one_to_one`).
-    let one_to_one = evaluate(&rules, &message(&alice(), text("hi")), &bob_context(2)).await;
+    let one_to_one = evaluate(
+        &rules,
+        &flat(&message(&alice(), text("hi"))),
+        &bob_context(2),
+    )
+    .await;
     assert_eq!(one_to_one, NOTIFY);
     assert_eq!(outcome(&rules, &bob(), text("mine")).await, NOTHING);
 }

@@ -67,14 +67,10 @@ impl Rooms {
         Ok(HistoryPage { events, next })
     }
 
-    /// The oldest event we hold of the room's main line: the last history
-    /// event fetched, else the first timeline event. `None` when that is
-    /// the create event (there is nothing older) or the room is unknown.
-    pub fn history_frontier(&self, room_id: &RoomId) -> Result<Option<OwnedEventId>> {
-        let Some(shortroomid) = self.ids.room(room_id)? else {
-            return Ok(None);
-        };
-        let last = self
+    /// The room's newest history row (sequence number, event id): the
+    /// oldest event fetched so far.
+    fn last_history(&self, shortroomid: u64) -> Result<Option<(u64, OwnedEventId)>> {
+        Ok(self
             .history
             .iter_prefix_from(
                 &shortroomid,
@@ -83,7 +79,17 @@ impl Rooms {
             )
             .next()
             .transpose()?
-            .map(|(_, id)| id);
+            .map(|((_, seq), id)| (seq, id)))
+    }
+
+    /// The oldest event we hold of the room's main line: the last history
+    /// event fetched, else the first timeline event. `None` when that is
+    /// the create event (there is nothing older) or the room is unknown.
+    pub fn history_frontier(&self, room_id: &RoomId) -> Result<Option<OwnedEventId>> {
+        let Some(shortroomid) = self.ids.room(room_id)? else {
+            return Ok(None);
+        };
+        let last = self.last_history(shortroomid)?.map(|(_, id)| id);
         let oldest = match last {
             Some(id) => Some(id),
             None => self
@@ -115,15 +121,8 @@ impl Rooms {
             return Ok(0);
         };
         let mut next = self
-            .history
-            .iter_prefix_from(
-                &shortroomid,
-                Some(&(shortroomid, u64::MAX)),
-                Order::Descending,
-            )
-            .next()
-            .transpose()?
-            .map_or(0, |((_, seq), _)| seq + 1);
+            .last_history(shortroomid)?
+            .map_or(0, |(seq, _)| seq + 1);
         events.sort_by_key(|e| std::cmp::Reverse(e.depth));
         let mut batch = self.storage.batch();
         let mut added = 0;

@@ -343,13 +343,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
     ) -> Result<Vec<((StateEventType, String), OwnedEventId)>> {
-        let Some(shortroomid) = self.ids.room(room_id)? else {
-            return Ok(Vec::new());
-        };
-        let Some(snapshot) = self.state.room_current(shortroomid)? else {
-            return Ok(Vec::new());
-        };
-        let map = self.state.load(snapshot)?;
+        let map = self.current_state_snapshot(room_id)?;
         self.resolve_state_map(&map)
     }
 
@@ -380,17 +374,12 @@ impl Rooms {
         event_type: &StateEventType,
         state_key: &str,
     ) -> Result<Option<Pdu>> {
-        let Some(shortroomid) = self.ids.room(room_id)? else {
-            return Ok(None);
-        };
-        let Some(snapshot) = self.state.room_current(shortroomid)? else {
-            return Ok(None);
-        };
-        let map = self.state.load(snapshot)?;
+        let map = self.current_state_snapshot(room_id)?;
         self.state_event_in(&map, event_type, state_key)
     }
 
-    fn state_event_in(
+    /// The event at (type, state key) in a state snapshot, if any.
+    pub fn state_event_in(
         &self,
         map: &StateMap,
         event_type: &StateEventType,

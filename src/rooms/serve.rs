@@ -69,7 +69,7 @@ impl Rooms {
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types = auth::auth_types(&rules, &kind, user_id, Some(user_id.as_str()), &content)
             .map_err(|e| Error::bad_json(e.to_string()))?;
-        let current = self.current_state_map(room_id)?;
+        let current = self.current_state_snapshot(room_id)?;
         let mut auth_events = Vec::new();
         for (kind, key) in &auth_types {
             if let Some(pdu) = self.state_event_in(&current, kind, key)? {
@@ -110,16 +110,6 @@ impl Rooms {
         })
         .map_err(|e| Error::forbidden(format!("You may not {membership} this room: {e}")))?;
         Ok((info.version, json))
-    }
-
-    fn current_state_map(&self, room_id: &RoomId) -> Result<std::sync::Arc<super::StateMap>> {
-        let Some(short) = self.ids.room(room_id)? else {
-            return Ok(Default::default());
-        };
-        match self.state.room_current(short)? {
-            Some(snapshot) => Ok(self.state.load(snapshot)?),
-            None => Ok(Default::default()),
-        }
     }
 
     /// The room state before `event_id` and its full auth chain (`/state`,

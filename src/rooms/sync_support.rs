@@ -124,7 +124,7 @@ impl Rooms {
 
     /// The room's current state as short ids (empty for an unknown room),
     /// for callers that look up several of its events
-    /// ([`Rooms::state_event_of`]).
+    /// ([`Rooms::state_event_in`]).
     pub fn current_state_snapshot(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
         Ok(self
             .current_state_snapshot_with_id(room_id)?
@@ -150,16 +150,6 @@ impl Rooms {
             return Ok(None);
         };
         Ok(Some((snapshot, self.state.load(snapshot)?)))
-    }
-
-    /// The event at (type, state key) in a snapshot, if any.
-    pub fn state_event_of(
-        &self,
-        snapshot: &StateMap,
-        event_type: &StateEventType,
-        state_key: &str,
-    ) -> Result<Option<Pdu>> {
-        self.state_event_in(snapshot, event_type, state_key)
     }
 
     /// The room state just before `pdu`, as short ids.

@@ -1,6 +1,6 @@
-//! matrix-sdk clients (vodozemac inside) for the E2EE tests: log in, sync,
-//! and read back decrypted messages. Works against any homeserver. Each
-//! test file uses a part of it.
+//! matrix-sdk clients (vodozemac inside) for the tests that use a real
+//! client: register and log in, sync, and read back (decrypted) messages.
+//! Works against any homeserver. Each test file uses a part of it.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -13,8 +13,14 @@ pub const PW: &str = "e2ee-sdk-pw";
 /// Registers `name` on the homeserver behind `server` and logs a fresh
 /// matrix-sdk client in.
 pub async fn logged_in(server: &HttpClient, name: &str) -> Client {
-    install_crypto_provider();
     server.register(name, PW).await;
+    log_in(server, name).await
+}
+
+/// Logs a fresh matrix-sdk client (a new device) in to the existing
+/// account `name`.
+pub async fn log_in(server: &HttpClient, name: &str) -> Client {
+    install_crypto_provider();
     let client = Client::builder()
         .homeserver_url(server.base_url())
         .build()
