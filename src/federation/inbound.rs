@@ -215,20 +215,9 @@ impl Federation {
         }
     }
 
-    /// [`Self::fetch_auth_events`] for other callers (backfill).
-    pub(super) async fn fetch_auth_events_from(
-        &self,
-        rooms: &Rooms,
-        origin: &ServerName,
-        version: &RoomVersionId,
-        pdu: &Pdu,
-    ) -> Result<()> {
-        self.fetch_auth_events(rooms, origin, version, pdu).await
-    }
-
     /// Stores `pdu`'s unknown auth events (with their own auth chains) as
-    /// outliers, from `/event_auth` on `origin`.
-    async fn fetch_auth_events(
+    /// outliers, from `/event_auth` on `origin` (also for backfill).
+    pub(super) async fn fetch_auth_events(
         &self,
         rooms: &Rooms,
         origin: &ServerName,

@@ -324,7 +324,7 @@ impl Federation {
             for pdu in fresh {
                 if !rooms.unknown_auth_events(&pdu)?.is_empty() {
                     if let Err(e) = self
-                        .fetch_auth_events_from(rooms, &server, &info.version, &pdu)
+                        .fetch_auth_events(rooms, &server, &info.version, &pdu)
                         .await
                     {
                         tracing::info!(%room_id, "auth events of a backfilled event: {e}");

@@ -146,39 +146,21 @@ pub async fn public_rooms(
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
     let body = &request.body;
-    if let Some(remote) = remote_directory(&state, body.server.as_deref()) {
-        let answer = remote
-            .public_rooms(
-                body.server.as_deref().unwrap_or(state.rooms.server_name()),
-                body.limit,
-                body.since.clone(),
-                Filter::new(),
-                RoomNetwork::Matrix,
-            )
-            .await?;
-        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
-        response.next_batch = answer.next_batch;
-        response.prev_batch = answer.prev_batch;
-        response.total_room_count_estimate = answer.total_room_count_estimate;
-        return Ok(response);
-    }
-    let page = state.directory.public_rooms(
-        &state.rooms,
-        PublicRoomsQuery {
-            server: body.server.as_deref(),
-            limit: body.limit,
-            since: body.since.as_deref(),
-            filter: &Filter::new(),
-            network: &RoomNetwork::Matrix,
-        },
-    )?;
     let mut response = get_public_rooms::v3::Response::new(Vec::new());
     (
         response.chunk,
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = page_parts(page);
+    ) = directory_page(
+        &state,
+        body.server.as_deref(),
+        body.limit,
+        body.since.as_deref(),
+        &Filter::new(),
+        &RoomNetwork::Matrix,
+    )
+    .await?;
     Ok(response)
 }
 
@@ -189,41 +171,62 @@ pub async fn public_rooms_filtered(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &request.body;
-    if let Some(remote) = remote_directory(&state, body.server.as_deref()) {
-        let answer = remote
-            .public_rooms(
-                body.server.as_deref().unwrap_or(state.rooms.server_name()),
-                body.limit,
-                body.since.clone(),
-                body.filter.clone(),
-                body.room_network.clone(),
-            )
-            .await?;
-        let mut response = get_public_rooms_filtered::v3::Response::new();
-        response.chunk = answer.chunk;
-        response.next_batch = answer.next_batch;
-        response.prev_batch = answer.prev_batch;
-        response.total_room_count_estimate = answer.total_room_count_estimate;
-        return Ok(response);
-    }
-    let page = state.directory.public_rooms(
-        &state.rooms,
-        PublicRoomsQuery {
-            server: body.server.as_deref(),
-            limit: body.limit,
-            since: body.since.as_deref(),
-            filter: &body.filter,
-            network: &body.room_network,
-        },
-    )?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     (
         response.chunk,
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = page_parts(page);
+    ) = directory_page(
+        &state,
+        body.server.as_deref(),
+        body.limit,
+        body.since.as_deref(),
+        &body.filter,
+        &body.room_network,
+    )
+    .await?;
     Ok(response)
+}
+
+/// A page of `server`'s room directory: ours, or another server's asked
+/// over federation (`/publicRooms?server=`).
+async fn directory_page(
+    state: &AppState,
+    server: Option<&ruma::ServerName>,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    filter: &Filter,
+    network: &RoomNetwork,
+) -> Result<PageParts> {
+    if let (Some(remote), Some(server)) = (remote_directory(state, server), server) {
+        let answer = remote
+            .public_rooms(
+                server,
+                limit,
+                since.map(str::to_owned),
+                filter.clone(),
+                network.clone(),
+            )
+            .await?;
+        return Ok((
+            answer.chunk,
+            answer.next_batch,
+            answer.prev_batch,
+            answer.total_room_count_estimate,
+        ));
+    }
+    let page = state.directory.public_rooms(
+        &state.rooms,
+        PublicRoomsQuery {
+            server,
+            limit,
+            since,
+            filter,
+            network,
+        },
+    )?;
+    Ok(page_parts(page))
 }
 
 /// The federation service when `server` names another server's directory.
