@@ -31,5 +31,5 @@ pub use matrix::{
 };
 pub use serde_json::{json, Value};
 pub use server::{PeerName, ServerBuilder, StartFailure, TestServer, DEFAULT_STARTUP_TIMEOUT};
-pub use synapse::{synapse_python, SynapseServer};
-pub use util::{feathur_bin, free_port, merge_toml, output_text, tail};
+pub use synapse::{synapse_python, synapse_python_or_report, SynapseServer};
+pub use util::{feathur_bin, free_port, merge_toml, missing_program, output_text, tail};

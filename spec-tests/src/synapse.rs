@@ -32,6 +32,19 @@ impl std::ops::Deref for SynapseServer {
 
 /// The Python with Synapse installed: `$FEATHUR_TEST_SYNAPSE`, if it can
 /// import `synapse`.
+/// [`synapse_python`], reporting through [`crate::missing_program`] when
+/// there is none.
+pub fn synapse_python_or_report() -> Option<String> {
+    let python = synapse_python();
+    if python.is_none() {
+        crate::missing_program(
+            "Synapse is missing: set FEATHUR_TEST_SYNAPSE to a Python with \
+             matrix-synapse installed (.ci/run does this)",
+        );
+    }
+    python
+}
+
 pub fn synapse_python() -> Option<String> {
     let python = std::env::var("FEATHUR_TEST_SYNAPSE").ok()?;
     let ok = Command::new(&python)

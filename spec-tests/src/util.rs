@@ -57,3 +57,14 @@ pub fn merge_toml(base: &mut toml::Table, extra: toml::Table) {
         }
     }
 }
+
+/// Reports a test that cannot run because an outside program is missing:
+/// a failure when `CI` is set (`.ci/run` sets it, so CI never skips),
+/// otherwise a `NOT RUN` line in the test output. The line is written to
+/// the process's stderr directly: the harness shows captured output of
+/// failed tests only, so `eprintln!` would hide it.
+pub fn missing_program(message: &str) {
+    use std::io::Write as _;
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    let _ = writeln!(std::io::stderr().lock(), "NOT RUN: {message}");
+}

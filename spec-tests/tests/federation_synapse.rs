@@ -7,24 +7,15 @@
 
 use std::time::Duration;
 
-use spec_tests::{assert_ok, enc, json, synapse_python, PeerName, SynapseServer, TestServer};
+use spec_tests::{
+    assert_ok, enc, json, synapse_python_or_report, PeerName, SynapseServer, TestServer,
+};
 
 const DELIVERY: Duration = Duration::from_secs(45);
 
-fn synapse_or_explain() -> Option<String> {
-    let python = synapse_python();
-    if python.is_none() {
-        let message = "Synapse is missing: set FEATHUR_TEST_SYNAPSE to a Python with \
-                       matrix-synapse installed (.ci/run does this)";
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("NOT RUN: {message}");
-    }
-    python
-}
-
 #[tokio::test]
 async fn feathur_and_synapse_share_rooms_both_ways() {
-    let Some(python) = synapse_or_explain() else {
+    let Some(python) = synapse_python_or_report() else {
         return;
     };
     for version in ["10", "11", "12"] {
