@@ -408,15 +408,18 @@ async fn concurrent_power_level_changes_while_partitioned_resolve_alike() {
     let carol = format!("@carol:{}", a.server_name());
     let mut by_alice = levels.clone();
     by_alice["users"][&carol] = json!(50);
-    assert_ok(a.put(&path, alice.token(), by_alice).await);
+    let alices = assert_ok(a.put(&path, alice.token(), by_alice.clone()).await);
     // Bob's server comes back and bob changes them at once, before alice's
     // change can reach him: two branches.
     b.restart().await;
     let dave = format!("@dave:{}", b.server_name());
     let mut by_bob = levels.clone();
     by_bob["users"][&dave] = json!(50);
-    let bobs = assert_ok(b.put(&path, bob.token(), by_bob).await);
+    let bobs = assert_ok(b.put(&path, bob.token(), by_bob.clone()).await);
+    // Each branch reaches the other server (bob's fetches alice's change as
+    // a missing event, or receives it from the queue).
     wait_for_event(&a, &alice, &room, bobs["event_id"].as_str().unwrap()).await;
+    wait_for_event(&b, &bob, &room, alices["event_id"].as_str().unwrap()).await;
 
     // Both servers end with the same resolved state.
     let deadline = Instant::now() + DELIVERY;
@@ -433,6 +436,14 @@ async fn concurrent_power_level_changes_while_partitioned_resolve_alike() {
             "the servers disagree on the room state:\n{on_a:#?}\n{on_b:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The agreed power levels are one of the two branches' own.
+    for (server, who) in [(&a, &alice), (&b, &bob)] {
+        let resolved = assert_ok(server.get(&path, who.token()).await);
+        assert!(
+            resolved == by_alice || resolved == by_bob,
+            "power levels after the merge are neither branch's: {resolved}"
+        );
     }
     // And keep talking.
     let after = send_text(&b, &bob, &room, "after the merge").await;
