@@ -216,6 +216,18 @@ async fn directory_page(
             answer.total_room_count_estimate,
         ));
     }
+    local_directory_page(state, server, limit, since, filter, network)
+}
+
+/// A page of our own room directory (also what other servers get).
+pub(crate) fn local_directory_page(
+    state: &AppState,
+    server: Option<&ruma::ServerName>,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    filter: &Filter,
+    network: &RoomNetwork,
+) -> Result<PageParts> {
     let page = state.directory.public_rooms(
         &state.rooms,
         PublicRoomsQuery {

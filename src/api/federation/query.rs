@@ -12,11 +12,7 @@ use ruma::{
 };
 
 use crate::{
-    api::{
-        client::directory::{page_parts, PageParts},
-        ruma::Ruma,
-    },
-    directory::PublicRoomsQuery,
+    api::{client::directory::local_directory_page, ruma::Ruma},
     error::{Error, Result},
     AppState,
 };
@@ -60,28 +56,6 @@ pub async fn profile(
     Ok(response)
 }
 
-/// Our published rooms as another server asks for them ("Public Room
-/// Directory"): the same listing our clients get.
-fn public_page(
-    state: &AppState,
-    limit: Option<ruma::UInt>,
-    since: Option<&str>,
-    filter: &Filter,
-    network: &ruma::directory::RoomNetwork,
-) -> Result<PageParts> {
-    let page = state.directory.public_rooms(
-        &state.rooms,
-        PublicRoomsQuery {
-            server: None,
-            limit,
-            since,
-            filter,
-            network,
-        },
-    )?;
-    Ok(page_parts(page))
-}
-
 /// `GET /_matrix/federation/v1/publicRooms`.
 pub async fn public_rooms(
     State(state): State<AppState>,
@@ -95,8 +69,9 @@ pub async fn public_rooms(
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = public_page(
+    ) = local_directory_page(
         &state,
+        None,
         body.limit,
         body.since.as_deref(),
         &Filter::new(),
@@ -118,8 +93,9 @@ pub async fn public_rooms_filtered(
         response.next_batch,
         response.prev_batch,
         response.total_room_count_estimate,
-    ) = public_page(
+    ) = local_directory_page(
         &state,
+        None,
         body.limit,
         body.since.as_deref(),
         &body.filter,
