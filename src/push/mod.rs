@@ -14,8 +14,8 @@
 //!   sets are cached per user; every write goes through [`Push`], so the
 //!   cache stays exact.
 //! - **Evaluation** (`eval`): [`Rooms`] calls [`Push`] (its [`EventHook`])
-//!   after each local event is durable and before the committed stream
-//!   position passes it, so a `/sync` that returns the event also returns
+//!   after each event (local, or accepted from another server) is durable
+//!   and before the committed stream position passes it, so a `/sync` that returns the event also returns
 //!   counts that include it. Every local joined member but the sender is
 //!   evaluated; notifying outcomes are one small batch of rows (`counts`).
 //!   The sender's own event counts as their read receipt (spec: "Receiving
@@ -29,10 +29,9 @@
 //! (user, room, read scope) → newest receipt position.
 //!
 //! Not implemented: pushers (`/pushers`), sending to a push gateway,
-//! `/notifications`, counting for remote events (there are none before
-//! federation), and counting events that relate to a thread event (an edit
-//! or reaction) as part of that thread: only `m.thread` relations place an
-//! event in a thread.
+//! `/notifications`, and counting events that relate to a thread event (an
+//! edit or reaction) as part of that thread: only `m.thread` relations place
+//! an event in a thread.
 
 mod counts;
 pub mod eval;

@@ -137,10 +137,10 @@ pub struct NewEvent {
     pub redacts: Option<OwnedEventId>,
 }
 
-/// Told about each local event sent with [`Rooms::send`] once it is
-/// durable, before the committed stream position passes it (the `push`
-/// domain evaluates push rules for unread counts; `typing` ends the typing
-/// of members who leave). Failures are the hook's
+/// Told about each event once it is durable (sent with [`Rooms::send`], or
+/// accepted from another server), before the committed stream position
+/// passes it (the `push` domain evaluates push rules for unread counts;
+/// `typing` ends the typing of members who leave). Failures are the hook's
 /// to log: the event is already stored.
 pub trait EventHook: Send + Sync {
     fn committed<'a>(
@@ -461,9 +461,13 @@ impl Rooms {
         let queued = self.queue_for_servers(&mut batch, &pdu)?;
         // The room's next event may be built on this one as soon as it is
         // visible; the answer waits until it is durable.
+        let generation = self.pdu_cache.generation();
         let durable = self.storage.apply_holding(batch, guard).await?;
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.pdu_cache.invalidate();
+        } else {
+            // The next event's prev_events, and woken syncs, read it at once.
+            self.pdu_cache.insert(generation, &pdu);
         }
         durable.wait().await?;
         if let Some(sending) = self.sending.get() {

@@ -226,6 +226,29 @@ async fn applied_batches_are_visible_and_unlocked_before_they_are_durable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_batches_cost_a_sync_only_when_awaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let table: Table<u64, u64> = storage.table(Cf::RegistrationTokenInfo);
+    let before = storage.write_stats();
+
+    let mut batch = storage.batch();
+    batch.put(&table, &1, &10).unwrap();
+    drop(storage.apply(batch).await.unwrap());
+    let mut batch = storage.batch();
+    batch.put(&table, &2, &20).unwrap();
+    let durable = storage.apply(batch).await.unwrap();
+    assert_eq!(table.get(&1).unwrap(), Some(10));
+    assert_eq!(storage.write_stats().wal_writes, before.wal_writes);
+
+    // One sync covers both: the dropped batch was applied before it.
+    durable.wait().await.unwrap();
+    let after = storage.write_stats();
+    assert_eq!(after.batches - before.batches, 2);
+    assert_eq!(after.wal_writes - before.wal_writes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_writer_refuses_every_later_batch() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());

@@ -9,7 +9,10 @@
 //!
 //! *Sync*: one thread, the *syncer*, takes every committer waiting for
 //! durability, syncs the WAL once (covering every batch applied before it)
-//! and answers them all: concurrent committers share one fsync.
+//! and answers them all: concurrent committers share one fsync. A committer
+//! joins the queue only when it awaits its [`Durable`]: a batch nobody
+//! waits for (derived data such as push counts) costs no sync of its own
+//! and is made durable by the next one.
 //!
 //! Why two stages: a writer that holds a lock while its batch goes to disk
 //! (a room's head: its extremities and current state) releases the lock
@@ -89,6 +92,9 @@ pub struct WriteStats {
 
 #[derive(Default)]
 struct Shared {
+    /// The syncer's queue; emptied when the [`Writer`] drops, which closes
+    /// the channel (pending [`Durable`]s hold this struct, not the sender).
+    queue: Mutex<Option<mpsc::Sender<Reply>>>,
     wal_writes: AtomicU64,
     batches: AtomicU64,
     /// Waiters handed to the syncer so far.
@@ -102,6 +108,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Queues a waiter for the next sync.
+    fn wait_for_sync(&self, reply: Reply) -> Result<(), StorageError> {
+        let queue = self.queue.lock();
+        let queue = queue.as_ref().ok_or(StorageError::WriterGone)?;
+        queue.send(reply).map_err(|_| StorageError::WriterGone)?;
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn wait_while_paused(&self) {
         let mut paused = self.paused.lock();
         while *paused {
@@ -111,28 +126,32 @@ impl Shared {
 }
 
 /// A batch that is applied; await it to know that it is durable. Dropping it
-/// does not undo or stop anything.
+/// does not undo or stop anything, and costs no sync: the syncer is asked
+/// only when someone waits (a sync covers every batch applied before it, so
+/// asking late is as good as asking at once).
 #[must_use = "await durability before acknowledging the write"]
-pub struct Durable(oneshot::Receiver<Outcome>);
+pub struct Durable(Option<Arc<Shared>>);
 
 impl Durable {
     /// Nothing to wait for (an empty batch).
     pub(crate) fn ready() -> Durable {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Ok(()));
-        Durable(rx)
+        Durable(None)
     }
 
     /// Waits until the batch is in a synced WAL write.
     pub async fn wait(self) -> Result<(), StorageError> {
-        Ok(self.0.await.map_err(|_| StorageError::WriterGone)??)
+        let Some(shared) = self.0 else {
+            return Ok(());
+        };
+        let (tx, rx) = oneshot::channel();
+        shared.wait_for_sync(Reply::Async(tx))?;
+        Ok(rx.await.map_err(|_| StorageError::WriterGone)??)
     }
 }
 
 /// Handle on the syncer thread, owned by `Storage`.
 pub(crate) struct Writer {
     db: Arc<DB>,
-    to_syncer: Option<mpsc::Sender<Reply>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
@@ -141,7 +160,10 @@ impl Writer {
     /// Starts the syncer thread for `db`.
     pub(crate) fn start(db: Arc<DB>) -> Result<Writer, StorageError> {
         let (to_syncer, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Some(to_syncer)),
+            ..Shared::default()
+        });
         let thread = {
             let (db, shared) = (Arc::clone(&db), Arc::clone(&shared));
             std::thread::Builder::new()
@@ -150,7 +172,6 @@ impl Writer {
         };
         Ok(Writer {
             db,
-            to_syncer: Some(to_syncer),
             thread: Some(thread),
             shared,
         })
@@ -174,14 +195,6 @@ impl Writer {
             tracing::error!(error = ?e, "database write failed");
         }
         outcome.map_err(Some)
-    }
-
-    /// Queues a waiter for the next sync.
-    fn wait_for_sync(&self, reply: Reply) -> Result<(), StorageError> {
-        let queue = self.to_syncer.as_ref().ok_or(StorageError::WriterGone)?;
-        queue.send(reply).map_err(|_| StorageError::WriterGone)?;
-        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
-        Ok(())
     }
 
     /// Applies `batch` (visible to reads, not yet durable) and returns what
@@ -213,20 +226,12 @@ impl Writer {
             }
         }
         drop(hold);
-        self.queue_durable()
-    }
-
-    fn queue_durable(&self) -> Result<Durable, StorageError> {
-        let (tx, rx) = oneshot::channel();
-        self.wait_for_sync(Reply::Async(tx))?;
-        Ok(Durable(rx))
+        Ok(Durable(Some(Arc::clone(&self.shared))))
     }
 
     /// Waits until every batch applied before this call is durable.
     pub(crate) async fn sync_barrier(&self) -> Result<(), StorageError> {
-        let (tx, rx) = oneshot::channel();
-        self.wait_for_sync(Reply::Async(tx))?;
-        Durable(rx).wait().await
+        Durable(Some(Arc::clone(&self.shared))).wait().await
     }
 
     /// Applies `batch` and waits until it is durable, blocking the calling
@@ -235,7 +240,7 @@ impl Writer {
         self.write(&batch, true)
             .map_err(|f| StorageError::from(f.unwrap_or(WriteFailure::Poisoned)))?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.wait_for_sync(Reply::Blocking(tx))?;
+        self.shared.wait_for_sync(Reply::Blocking(tx))?;
         Ok(rx.recv().map_err(|_| StorageError::WriterGone)??)
     }
 
@@ -272,7 +277,7 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         // Closing the queue lets the syncer answer what is left and exit.
-        drop(self.to_syncer.take());
+        drop(self.shared.queue.lock().take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 tracing::error!("database sync thread panicked");
