@@ -244,6 +244,10 @@ pub(crate) fn db_options(create: bool) -> Options {
     opts.set_db_write_buffer_size(64 << 20);
     opts.set_max_total_wal_size(64 << 20);
     opts.set_max_open_files(512);
+    // The log write of one group of writers overlaps the memtable inserts
+    // of the previous one (a send's batch and the push rows of the one
+    // before): 6-10 % more sends/s with ten senders in one room.
+    opts.set_enable_pipelined_write(true);
     // RocksDB's own info log: a few small files, not an unbounded history.
     opts.set_keep_log_file_num(3);
     opts.set_max_log_file_size(4 << 20);
