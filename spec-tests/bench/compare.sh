@@ -309,7 +309,7 @@ elapsed=$(( $(date +%s) - started ))
 
 synapse_version="$("$venv/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null || echo '?')"
 pg_version=""
-if [ -n "$pg_bin" ]; then pg_version="$("$pg_bin/postgres" --version | sed 's/.* //')"; fi
+if [ -n "$pg_bin" ]; then pg_version="$("$pg_bin/postgres" --version | sed -E 's/^[^)]*\) ([^ ]+).*/\1/')"; fi
 cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 scale="scaled-down default"
