@@ -15,11 +15,12 @@
 //!   cache stays exact.
 //! - **Evaluation** (`eval`): [`Rooms`] calls [`Push`] (its [`EventHook`])
 //!   after each event (local, or accepted from another server) is durable
-//!   and before the committed stream position passes it, so a `/sync` that returns the event also returns
-//!   counts that include it. Every local joined member but the sender is
-//!   evaluated; notifying outcomes are one small batch of rows (`counts`).
-//!   The sender's own event counts as their read receipt (spec: "Receiving
-//!   notifications").
+//!   and before the committed stream position passes it, so a `/sync` that
+//!   returns the event also returns counts that include it. Every local
+//!   joined member but the sender is evaluated; notifying outcomes are one
+//!   small batch of rows (`counts`), applied without a sync of their own
+//!   (the next one covers them). The sender's own event counts as their
+//!   read receipt (spec: "Receiving notifications").
 //! - **Counts** (`counts`): rows per unread notification, deleted by read
 //!   receipts ([`Push::mark_read`]); `/sync` counts the rows
 //!   ([`unread_counts`]).

@@ -20,7 +20,8 @@ use ruma::{EventId, OwnedEventId};
 
 use super::Pdu;
 
-/// Entries kept before the cache starts over (a few MB of parsed events).
+/// Entries kept (a few MB of parsed events); beyond it the least recently
+/// used goes.
 const CAPACITY: usize = 8192;
 
 pub(super) struct PduCache {
