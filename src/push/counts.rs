@@ -92,6 +92,18 @@ type ReadKey = (OwnedUserId, OwnedRoomId, String);
 /// Read positions cached at most; the cache starts afresh when full.
 const MAX_CACHED_READ_POSITIONS: usize = 100_000;
 
+/// Raises the cached read position of `key` to `position` (never lowers
+/// it); the new value.
+fn raise(cache: &Mutex<HashMap<ReadKey, u64>>, key: ReadKey, position: u64) -> u64 {
+    let mut cache = cache.lock();
+    if cache.len() >= MAX_CACHED_READ_POSITIONS {
+        cache.clear();
+    }
+    let entry = cache.entry(key).or_default();
+    *entry = (*entry).max(position);
+    *entry
+}
+
 #[derive(Clone)]
 pub(super) struct Counts {
     rows: Table<(OwnedUserId, OwnedRoomId, String, u64), Notification>,
@@ -132,14 +144,7 @@ impl Counts {
         let (Some(cache), Some(scope)) = (&self.read_cache, scope_of(thread)) else {
             return;
         };
-        let mut cache = cache.lock();
-        if cache.len() >= MAX_CACHED_READ_POSITIONS {
-            cache.clear();
-        }
-        let entry = cache
-            .entry((user.to_owned(), room.to_owned(), scope))
-            .or_default();
-        *entry = (*entry).max(position);
+        raise(cache, (user.to_owned(), room.to_owned(), scope), position);
     }
 
     /// Moves rows of the first layout (user, room, position), which had no
@@ -174,10 +179,7 @@ impl Counts {
             return Ok(position);
         }
         let stored = self.read.get(&key)?.unwrap_or(0);
-        let mut cache = cache.lock();
-        let entry = cache.entry(key).or_default();
-        *entry = (*entry).max(stored);
-        Ok(*entry)
+        Ok(raise(cache, key, stored))
     }
 
     /// No row of `row_scope` lies at or below this position: receipts

@@ -461,14 +461,7 @@ impl Rooms {
         let queued = self.queue_for_servers(&mut batch, &pdu)?;
         // The room's next event may be built on this one as soon as it is
         // visible; the answer waits until it is durable.
-        let generation = self.pdu_cache.generation();
-        let durable = self.storage.apply_holding(batch, guard).await?;
-        if pdu.kind == TimelineEventType::RoomRedaction {
-            self.pdu_cache.invalidate();
-        } else {
-            // The next event's prev_events, and woken syncs, read it at once.
-            self.pdu_cache.insert(generation, &pdu);
-        }
+        let durable = self.apply_event(batch, guard, &pdu).await?;
         durable.wait().await?;
         if let Some(sending) = self.sending.get() {
             sending.wake(queued);
@@ -483,6 +476,26 @@ impl Rooms {
         in_flight.changed(Some(room_id.to_owned()), target.into_iter().collect());
         in_flight.done();
         Ok(pdu.event_id)
+    }
+
+    /// Applies the batch of an event that entered the timeline, releases
+    /// the room's lock (`guard`) and keeps the PDU cache right: a redaction
+    /// may have rewritten stored events, any other event is cached at once
+    /// (the room's next event reads it as a prev event, woken syncs as news).
+    async fn apply_event<G>(
+        &self,
+        batch: crate::storage::Batch,
+        guard: G,
+        pdu: &Pdu,
+    ) -> Result<crate::storage::Durable> {
+        let generation = self.pdu_cache.generation();
+        let durable = self.storage.apply_holding(batch, guard).await?;
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.pdu_cache.invalidate();
+        } else {
+            self.pdu_cache.insert(generation, pdu);
+        }
+        Ok(durable)
     }
 
     /// Builds, signs and auth-checks a local event on the current state

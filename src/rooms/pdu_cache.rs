@@ -128,6 +128,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sent_event_is_cached_once_applied_and_a_redaction_clears_it() {
+        let f = fixture();
+        let alice = user("alice");
+        let room = f.room(&alice, RoomVersionId::V11, &[]).await;
+        let message = f.text(&room, &alice, "hello").await;
+        assert!(f.rooms.pdu_cache.get(&message).is_some());
+        f.redact(&room, &alice, &message, "r1").await.unwrap();
+        assert!(f.rooms.pdu_cache.get(&message).is_none());
+    }
+
+    #[tokio::test]
     async fn a_redaction_replaces_the_cached_event() {
         let f = fixture();
         let alice = user("alice");

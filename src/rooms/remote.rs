@@ -340,10 +340,7 @@ impl Rooms {
             &[(staged_key, shorteventid, &pdu)],
         )?;
         batch.put(&self.extremities, &room_id, &extremities)?;
-        let durable = self.storage.apply_holding(batch, guard).await?;
-        if pdu.kind == TimelineEventType::RoomRedaction {
-            self.pdu_cache.invalidate();
-        }
+        let durable = self.apply_event(batch, guard, &pdu).await?;
         in_flight.changed(Some(room_id), changed);
         let applied = Applied {
             durable: Some(durable),

@@ -141,23 +141,16 @@ impl Storage {
         if batch.is_empty() {
             return Ok(Durable::ready());
         }
-        self.writer()?.apply(batch, None).await
+        self.writer()?.apply(batch)
     }
 
-    /// [`apply`](Storage::apply), keeping `guard` (a lock the batch was
-    /// built under) until the batch is visible: the next holder of the lock
-    /// reads what this batch wrote even if this caller's future is dropped
-    /// while the batch is queued.
-    pub async fn apply_holding<G: Send + 'static>(
-        &self,
-        batch: Batch,
-        guard: G,
-    ) -> Result<Durable, StorageError> {
-        if batch.is_empty() {
-            drop(guard);
-            return Ok(Durable::ready());
-        }
-        self.writer()?.apply(batch, Some(Box::new(guard))).await
+    /// [`apply`](Storage::apply), then releases `guard` (a lock the batch
+    /// was built under): the next holder of the lock reads what this batch
+    /// wrote, and the caller awaits durability outside the lock.
+    pub async fn apply_holding<G>(&self, batch: Batch, guard: G) -> Result<Durable, StorageError> {
+        let durable = self.apply(batch).await;
+        drop(guard);
+        durable
     }
 
     /// Waits until every batch applied so far is durable: for answers built

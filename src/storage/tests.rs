@@ -230,7 +230,9 @@ async fn applied_batches_cost_a_sync_only_when_awaited() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
     let table: Table<u64, u64> = storage.table(Cf::RegistrationTokenInfo);
+    let writer = storage.writer.as_ref().unwrap();
     let before = storage.write_stats();
+    let submitted = writer.submitted();
 
     let mut batch = storage.batch();
     batch.put(&table, &1, &10).unwrap();
@@ -239,11 +241,14 @@ async fn applied_batches_cost_a_sync_only_when_awaited() {
     batch.put(&table, &2, &20).unwrap();
     let durable = storage.apply(batch).await.unwrap();
     assert_eq!(table.get(&1).unwrap(), Some(10));
+    // Nobody has asked the syncer for anything yet.
+    assert_eq!(writer.submitted(), submitted);
     assert_eq!(storage.write_stats().wal_writes, before.wal_writes);
 
     // One sync covers both: the dropped batch was applied before it.
     durable.wait().await.unwrap();
     let after = storage.write_stats();
+    assert_eq!(writer.submitted(), submitted + 1);
     assert_eq!(after.batches - before.batches, 2);
     assert_eq!(after.wal_writes - before.wal_writes, 1);
 }

@@ -198,20 +198,16 @@ impl Writer {
     }
 
     /// Applies `batch` (visible to reads, not yet durable) and returns what
-    /// to await for durability. `hold` is dropped once the batch is visible
-    /// (or its write failed).
-    pub(crate) async fn apply(
-        &self,
-        batch: Batch,
-        hold: Option<Box<dyn Send>>,
-    ) -> Result<Durable, StorageError> {
+    /// to await for durability. The write is done when this returns: there
+    /// is no queue in which a dropped caller could leave it half-way.
+    pub(crate) fn apply(&self, batch: Batch) -> Result<Durable, StorageError> {
         match self.write(&batch, false) {
             Ok(()) => {}
             Err(Some(failure)) => return Err(failure.into()),
             Err(None) => {
                 // RocksDB would stall: let the runtime move its other tasks
                 // off this worker while it waits. The write still happens
-                // within this poll, so a dropped future cannot leave it
+                // within this call, so a dropped future cannot leave it
                 // half-way (the stream's barrier relies on that).
                 let blocking = || self.write(&batch, true);
                 let outcome = match tokio::runtime::Handle::try_current()
@@ -225,7 +221,6 @@ impl Writer {
                 outcome.map_err(|f| StorageError::from(f.unwrap_or(WriteFailure::Poisoned)))?;
             }
         }
-        drop(hold);
         Ok(Durable(Some(Arc::clone(&self.shared))))
     }
 
